@@ -1,0 +1,54 @@
+"""The Python API: spec text or path -> validated Spec -> graph -> nn.Module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from archc.frontend.resolve import load_spec
+from archc.frontend.schema import Spec
+from archc.ir.build import build_graph
+from archc.ir.graph import Graph
+from archc.ir.verify import verify
+
+if TYPE_CHECKING:
+    from archc.backends.torch.compiled import CompiledModel
+
+
+def _looks_like_text(source: str) -> bool:
+    return "\n" in source or source.lstrip().startswith(("model", "{"))
+
+
+def load(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """A validated Spec from a file path or from spec text (YAML or DSL)."""
+    if isinstance(source, str) and _looks_like_text(source) and not Path(source).exists():
+        name = "<dsl>" if source.lstrip().startswith("model ") else "<yaml>"
+        return load_spec(name, overrides, text=source)
+    return load_spec(source, overrides)
+
+
+def to_graph(source: str | Path | Spec, overrides: list[str] | tuple[str, ...] = ()) -> Graph:
+    """The verified IR graph of a spec."""
+    spec = source if isinstance(source, Spec) else load(source, overrides)
+    graph = build_graph(spec)
+    verify(graph)
+    return graph
+
+
+def compile(
+    source: str | Path | Spec,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = 0,
+) -> CompiledModel:
+    """Compile a spec (path, text or Spec) into a torch.nn.Module.
+
+    Overrides use the CLI syntax: ``["d_model=256", "layers[2].attention.heads=8"]``.
+    The module maps token ids (B, T) (or features (B, T, D) when the spec has no embed)
+    to (B, T, out).
+    """
+    from archc.backends.torch.compiled import compile_graph
+
+    spec = source if isinstance(source, Spec) else load(source, overrides)
+    model = compile_graph(to_graph(spec), seed=seed)
+    model.spec = spec
+    return model

@@ -1,0 +1,310 @@
+"""The `archc` command line: check, fmt, compile, info, graph.
+
+User mistakes print `file:line:col: error: ...` diagnostics and exit 2, never a
+traceback (ARCHC_DEBUG=1 re-raises). torch is imported only by commands that build a
+module (`compile` without --emit ir/dot), keeping `check` and `fmt` editor-fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from archc import knobs
+from archc.diagnostics import DiagnosticError, error
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Positional words -> (spec paths, overrides); an override contains '='."""
+    specs = [a for a in items if "=" not in a]
+    overrides = [a for a in items if "=" in a]
+    return specs, overrides
+
+
+def _one_spec(args: argparse.Namespace) -> tuple[str, list[str]]:
+    specs, overrides = _split_args(args.args)
+    if len(specs) != 1:
+        raise error(f"expected one spec file, got {len(specs)}: {' '.join(specs) or '(none)'}")
+    return specs[0], overrides
+
+
+def _write(text: str, out: str | None) -> None:
+    if out is None or out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from archc.api import load, to_graph
+
+    specs, overrides = _split_args(args.args)
+    if not specs:
+        raise error("archc check needs at least one spec file")
+    problems: list[DiagnosticError] = []
+    for path in specs:
+        try:
+            graph = to_graph(load(path, overrides))
+        except DiagnosticError as exc:
+            problems.append(exc)
+            continue
+        if not args.quiet:
+            print(f"{path}: ok ({graph.name}, {len(graph)} nodes)")
+    if problems:
+        raise DiagnosticError([d for p in problems for d in p.diagnostics])
+    return EXIT_OK
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from archc.frontend.format import to_dsl, to_yaml
+    from archc.frontend.resolve import parse_text
+    from archc.frontend.schema import build_spec
+    from archc.frontend.source import read_spec_file, spec_format
+
+    text = read_spec_file(args.spec)
+    data, locs = parse_text(text, args.spec)
+    if isinstance(data, dict) and "extends" not in data and not _has_refs(data):
+        build_spec(data, locs, source=args.spec)  # refuse to reformat an invalid spec
+    target = args.to or spec_format(args.spec, text)
+    out = to_dsl(data) if target == "dsl" else to_yaml(data)
+    if args.in_place:
+        Path(args.spec).write_text(out)
+    else:
+        _write(out, args.output)
+    return EXIT_OK
+
+
+def _has_refs(data: object) -> bool:
+    if isinstance(data, dict):
+        return any(_has_refs(v) for v in data.values())
+    if isinstance(data, list):
+        return any(_has_refs(v) for v in data)
+    return isinstance(data, str) and "${" in data
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from archc.api import load, to_graph
+
+    path, overrides = _one_spec(args)
+    spec = load(path, overrides)
+    graph = to_graph(spec)
+    if args.emit == "ir":
+        from archc.ir.printer import print_graph
+
+        _write(print_graph(graph), args.output)
+        return EXIT_OK
+    if args.emit == "dot":
+        from archc.ir.dot import to_dot
+
+        _write(to_dot(graph), args.output)
+        return EXIT_OK
+    if args.emit == "torch":
+        from archc.backends.torch.emit import emit_torch
+
+        _write(emit_torch(graph, Path(path).name), args.output)
+        if args.output and args.output != "-":
+            print(f"wrote {args.output}", file=sys.stderr)
+        return EXIT_OK
+    return _summary(spec, graph)
+
+
+def _summary(spec: object, graph: object) -> int:
+    """Build the nn.Module, run one forward on a dummy batch, print what was made."""
+    import time
+
+    import torch
+
+    from archc.backends.torch.compiled import compile_graph
+    from archc.ir.cost import model_cost
+    from archc.ir.printer import structural_hash
+
+    t0 = time.perf_counter()
+    model = compile_graph(graph)  # type: ignore[arg-type]
+    built = time.perf_counter() - t0
+    first = graph.node(graph.inputs[0])  # type: ignore[attr-defined]
+    if first.attrs["kind"] == "tokens":
+        x = torch.randint(0, spec.vocab, (2, 16))  # type: ignore[attr-defined]
+    else:
+        x = torch.randn(2, 16, first.attrs["dim"])
+    with torch.no_grad():
+        y = model(x)
+    ops = Counter(n.op for n in graph.walk())  # type: ignore[attr-defined]
+    cost = model_cost(graph)  # type: ignore[arg-type]
+    print(f"model {graph.name}  (IR hash {structural_hash(graph)})")  # type: ignore[attr-defined,arg-type]
+    print(
+        f"  nodes       {sum(ops.values())}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
+    )
+    print(f"  parameters  {model.num_parameters():,}")
+    print(f"  fwd FLOPs   {cost.forward_flops_per_token:,.0f} per token at T={cost.seq_len}")
+    print(
+        f"  module      built in {built * 1e3:.0f} ms; forward {tuple(x.shape)} -> {tuple(y.shape)}"
+    )
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from archc.api import to_graph
+    from archc.ir.cost import model_cost
+
+    path, overrides = _one_spec(args)
+    graph = to_graph(path, overrides)
+    cost = model_cost(graph, args.seq_len)
+    if args.json:
+        print(json.dumps({"model": graph.name, **cost.as_dict()}, indent=2))
+        return EXIT_OK
+    rows = [
+        ("model", graph.name),
+        ("parameters", f"{cost.parameters:,}"),
+        ("forward FLOPs / token", f"{cost.forward_flops_per_token:,.0f} (T={cost.seq_len})"),
+        ("backward FLOPs / token", f"{cost.backward_flops_per_token:,.0f}"),
+        ("activation bytes / token", f"{cost.activation_bytes_per_token:,.0f}"),
+        ("recurrent state bytes / sequence", f"{cost.state_bytes_per_sequence:,}"),
+        ("KV-cache bytes / token", f"{cost.kv_cache_bytes_per_token:,}"),
+        ("layers (mixers + MLPs)", str(cost.layers)),
+        ("IR nodes", str(cost.nodes)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from archc.api import to_graph
+    from archc.ir.dot import to_dot
+
+    path, overrides = _one_spec(args)
+    dot = to_dot(to_graph(path, overrides))
+    out = args.output
+    if out.endswith(".svg"):
+        exe = shutil.which("dot")
+        if exe is None:
+            raise error(
+                "Graphviz 'dot' is not installed, so no SVG can be drawn",
+                hint=f"write DOT text instead: archc graph {path} -o "
+                f"{out[:-4]}.dot (or install graphviz)",
+            )
+        res = subprocess.run(
+            [exe, "-Tsvg", "-o", out],
+            input=dot,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise error(f"Graphviz failed: {res.stderr.strip()}")
+    else:
+        _write(dot, out)
+    return EXIT_OK
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="archc", description="A declarative architecture compiler for sequence models."
+    )
+    p.add_argument("--version", action="version", version="archc 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    over = "overrides such as d_model=256 or layers[2].attention.heads=8"
+
+    c = sub.add_parser(
+        "check",
+        help="validate specs (no torch import)",
+        description="Parse, validate and build the IR of each spec.",
+    )
+    c.add_argument("args", nargs="+", metavar="SPEC|OVERRIDE", help="spec files, then " + over)
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing when all is well")
+    c.set_defaults(func=cmd_check)
+
+    f = sub.add_parser(
+        "fmt",
+        help="reformat or convert a spec (yaml <-> dsl)",
+        description="Print a spec in canonical YAML or DSL form.",
+    )
+    f.add_argument("spec")
+    f.add_argument("--to", choices=["yaml", "dsl"], help="target format (default: same)")
+    f.add_argument("-o", "--output", help="write here instead of stdout")
+    f.add_argument("-i", "--in-place", action="store_true", help="rewrite the file")
+    f.set_defaults(func=cmd_fmt)
+
+    k = sub.add_parser(
+        "compile",
+        help="compile a spec; print a summary or emit IR/torch/dot",
+        description="Compile a spec. Without --emit: build the nn.Module, "
+        "run a dummy forward and print a summary.",
+    )
+    k.add_argument("args", nargs="+", metavar="SPEC|OVERRIDE", help="a spec file, then " + over)
+    k.add_argument("--emit", choices=["ir", "torch", "dot"], help="what to write")
+    k.add_argument("-o", "--output", help="output path (default stdout)")
+    k.set_defaults(func=cmd_compile)
+
+    i = sub.add_parser(
+        "info",
+        help="parameters, FLOPs, state and KV-cache sizes",
+        description="Cost-model figures of a spec.",
+    )
+    i.add_argument("args", nargs="+", metavar="SPEC|OVERRIDE", help="a spec file, then " + over)
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--seq-len", type=int, default=1024, help="sequence length for FLOPs")
+    i.set_defaults(func=cmd_info)
+
+    g = sub.add_parser(
+        "graph",
+        help="draw the IR graph (.dot, or .svg with Graphviz)",
+        description="Write the IR graph as DOT, or SVG through Graphviz.",
+    )
+    g.add_argument("args", nargs="+", metavar="SPEC|OVERRIDE", help="a spec file, then " + over)
+    g.add_argument("-o", "--output", required=True, help="out.dot or out.svg")
+    g.set_defaults(func=cmd_graph)
+    return p
+
+
+def run(argv: Sequence[str] | None = None, handler: Callable[[str], None] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    emit = handler or (lambda text: print(text, file=sys.stderr))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DiagnosticError as exc:
+        if knobs.debug():
+            raise
+        emit(exc.render())
+        return EXIT_USER
+    except KeyboardInterrupt:
+        emit("interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # an archc bug: say so briefly, keep the cause reachable
+        if knobs.debug():
+            raise
+        emit(
+            f"archc: internal error: {type(exc).__name__}: {exc}\n"
+            "  (this is a bug in archc; rerun with ARCHC_DEBUG=1 for the traceback)"
+        )
+        return EXIT_INTERNAL
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":
+    main()

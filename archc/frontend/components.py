@@ -1,0 +1,196 @@
+"""The registry of spec components: what a layer in a spec may name, and its parameters.
+
+A spec can only name components registered here (or blocks it `define`s itself); it
+never imports or runs Python. Each component has a pydantic parameter model
+(`extra="forbid"`), an optional *primary* parameter that a scalar shorthand fills
+(`norm: rms` means `norm: {kind: rms}`, `norm(rms)` in the DSL), and says whether it
+takes a body of nested layers. User extensions call `register_component`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Params(BaseModel):
+    """Base of every component's parameter model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbedParams(Params):
+    dim: int | None = Field(default=None, gt=0, description="width (default d_model)")
+
+
+class PosencParams(Params):
+    kind: Literal["learned", "sinusoidal"] = "learned"
+    max_len: int = Field(default=2048, gt=0)
+
+
+class LinearParams(Params):
+    out: int | None = Field(default=None, gt=0, description="output width (default: input)")
+    bias: bool = True
+
+
+class NormParams(Params):
+    kind: Literal["rms", "layer"] = "rms"
+    eps: float = Field(default=1e-5, gt=0)
+    affine: bool = True
+
+
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "tanh", "sigmoid", "identity"]
+
+
+class ActParams(Params):
+    fn: Activation = "gelu"
+
+
+class DropoutParams(Params):
+    p: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class BodyParams(Params):
+    """Containers whose only content is their body (residual, seq)."""
+
+
+class MlpParams(Params):
+    mult: float = Field(default=4.0, gt=0)
+    hidden: int | None = Field(default=None, gt=0)
+    act: Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu", "reglu"] = "gelu"
+    bias: bool = True
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class Conv1dParams(Params):
+    kernel: int = Field(default=4, gt=0)
+    out: int | None = Field(default=None, gt=0)
+    dilation: int = Field(default=1, gt=0)
+    groups: int | Literal["depthwise"] = 1
+    causal: bool = True
+    bias: bool = True
+
+    @field_validator("groups")
+    @classmethod
+    def _positive_groups(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("groups must be positive")
+        return v
+
+
+class AttentionParams(Params):
+    heads: int = Field(default=4, gt=0)
+    kv_heads: int | None = Field(default=None, gt=0, description="grouped-query heads")
+    mask: Literal["causal", "none"] = "causal"
+    window: int | None = Field(default=None, gt=0, description="sliding window (tokens)")
+    pos: Literal["none", "rope"] = "none"
+    rope_base: float = Field(default=10000.0, gt=0)
+    bias: bool = False
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class HeadParams(Params):
+    tied: bool = False
+    bias: bool = False
+
+
+class RecurrentParams(Params):
+    hidden: int | None = Field(default=None, gt=0)
+    layers: int = Field(default=1, gt=0)
+    bidirectional: bool = False
+    bias: bool = True
+
+
+class RnnParams(RecurrentParams):
+    act: Literal["tanh", "relu"] = "tanh"
+
+
+_TIE = re.compile(r"^(all|none|cycle\((\d+)\))$")
+
+
+class LoopParams(Params):
+    steps: int = Field(default=2, gt=0)
+    tie: str = "all"
+
+    @field_validator("tie")
+    @classmethod
+    def _tie_form(cls, v: str) -> str:
+        m = _TIE.match(v)
+        if not m or (m.group(2) is not None and int(m.group(2)) <= 0):
+            raise ValueError("tie must be 'all', 'none' or 'cycle(k)' with k >= 1")
+        return v
+
+    def copies(self) -> int:
+        """How many distinct weight copies the loop body has."""
+        if self.tie == "all":
+            return 1
+        if self.tie == "none":
+            return self.steps
+        k = int(_TIE.match(self.tie).group(2))  # type: ignore[union-attr]
+        return min(k, self.steps)
+
+
+class RepeatParams(Params):
+    n: int = Field(default=2, gt=0)
+
+
+@dataclass(frozen=True)
+class ComponentDef:
+    """A spec component: its parameter model, shorthand parameter, and body rule."""
+
+    name: str
+    params: type[Params]
+    primary: str | None = None
+    body: bool = False
+    doc: str = ""
+
+
+_REGISTRY: dict[str, ComponentDef] = {}
+
+
+def register_component(defn: ComponentDef, *, replace: bool = False) -> None:
+    """Make a component nameable in specs (the extension API)."""
+    if defn.name in _REGISTRY and not replace:
+        raise ValueError(f"component {defn.name!r} is already registered")
+    if defn.primary is not None and defn.primary not in defn.params.model_fields:
+        raise ValueError(f"primary parameter {defn.primary!r} is not a field of {defn.params}")
+    _REGISTRY[defn.name] = defn
+
+
+def get_component(name: str) -> ComponentDef | None:
+    return _REGISTRY.get(name)
+
+
+def component_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def primary_param(name: str) -> str | None:
+    """The parameter a positional/scalar shorthand fills for component `name`."""
+    c = _REGISTRY.get(name)
+    return c.primary if c else None
+
+
+for _c in (
+    ComponentDef("embed", EmbedParams, "dim", doc="token embedding (B, T) -> (B, T, D)"),
+    ComponentDef("posenc", PosencParams, "kind", doc="add learned/sinusoidal positions"),
+    ComponentDef("linear", LinearParams, "out", doc="affine map (B, T, D) -> (B, T, out)"),
+    ComponentDef("norm", NormParams, "kind", doc="RMS or layer normalisation"),
+    ComponentDef("act", ActParams, "fn", doc="elementwise activation"),
+    ComponentDef("dropout", DropoutParams, "p", doc="dropout (training only)"),
+    ComponentDef("residual", BodyParams, None, body=True, doc="x + body(x)"),
+    ComponentDef("seq", BodyParams, None, body=True, doc="the body in order"),
+    ComponentDef("mlp", MlpParams, "mult", doc="two-layer or gated MLP"),
+    ComponentDef("conv1d", Conv1dParams, "kernel", doc="causal/dilated/depthwise conv"),
+    ComponentDef("attention", AttentionParams, "heads", doc="multi-head attention via SDPA"),
+    ComponentDef("head", HeadParams, None, doc="output projection to the vocabulary"),
+    ComponentDef("lstm", RecurrentParams, "hidden", doc="LSTM (sequential scan)"),
+    ComponentDef("gru", RecurrentParams, "hidden", doc="GRU (sequential scan)"),
+    ComponentDef("rnn", RnnParams, "hidden", doc="Elman RNN, tanh or relu"),
+    ComponentDef("loop", LoopParams, "steps", body=True, doc="looped (weight-tied) layers"),
+    ComponentDef("repeat", RepeatParams, "n", body=True, doc="n untied copies of the body"),
+):
+    register_component(_c)

@@ -1,0 +1,399 @@
+"""Spec -> Graph: each spec component becomes primitive IR ops with hierarchical paths.
+
+Paths: a layer at index i of a list under P is `P.i.<name>` where <name> is the
+component (or define) name, so parameters read `layers.3.attention.q.weight`. A loop's
+body copy c lives under `<loop>.<c>`; a repeat's copy c under `<repeat>.<c>`.
+Shape errors are reported at the spec location of the layer that caused them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from archc.diagnostics import Collector, SourceLoc
+from archc.frontend.components import (
+    AttentionParams,
+    Conv1dParams,
+    MlpParams,
+    RecurrentParams,
+)
+from archc.frontend.schema import Component, Layer, Ref, Spec
+from archc.ir.graph import Graph, Value
+from archc.ir.ops import ShapeError, get_op
+from archc.ir.types import TensorType
+
+
+class BuildAbort(Exception):
+    """Stop building after an error that leaves no sensible value to continue with."""
+
+
+@dataclass
+class _Ctx:
+    spec: Spec
+    diags: Collector
+    graph: Graph
+    embeds: list[tuple[str, int]] = field(default_factory=list)  # (path, dim) of embeds
+    define_stack: tuple[str, ...] = ()
+    failed: bool = False
+
+    def emit(
+        self,
+        op: str,
+        attrs: dict[str, Any],
+        inputs: list[Value],
+        path: str,
+        loc: SourceLoc | None,
+        regions: tuple[Graph, ...] = (),
+    ) -> Value:
+        """Add one node, inferring its types from the op table."""
+        opdef = get_op(op)
+        full = opdef.with_defaults(attrs)
+        in_types = [self.graph.type_of(v) for v in inputs]
+        try:
+            outs = opdef.shape(full, in_types)
+        except ShapeError as exc:
+            self.diags.error(str(exc), loc)
+            raise BuildAbort from exc
+        params = opdef.params(full, in_types)
+        node = self.graph.add(op, full, inputs, outs, params, loc, path, regions)
+        return node.out(0)
+
+    def width(self, v: Value) -> int:
+        t = self.graph.type_of(v)
+        assert isinstance(t, TensorType)
+        if len(t.dims) != 3:
+            raise ShapeError("expected a (B, T, D) tensor; does the model start with 'embed'?")
+        return t.feature
+
+    def fail(self, message: str, loc: SourceLoc | None) -> BuildAbort:
+        self.diags.error(message, loc)
+        return BuildAbort()
+
+
+Builder = Callable[[_Ctx, Component, Value, str], Value]
+
+
+def _items(ctx: _Ctx, layers: tuple[Layer, ...], x: Value, prefix: str) -> Value:
+    for i, layer in enumerate(layers):
+        name = layer.name if isinstance(layer, Ref) else layer.kind
+        try:
+            x = _layer(ctx, layer, x, f"{prefix}.{i}.{name}")
+        except BuildAbort:
+            # Keep going with the layer's input so later, independent errors are
+            # reported in the same run; the collector already holds this one.
+            ctx.failed = True
+    return x
+
+
+def _layer(ctx: _Ctx, layer: Layer, x: Value, path: str) -> Value:
+    if isinstance(layer, Ref):
+        if layer.name in ctx.define_stack:  # reported by the schema; guard anyway
+            raise ctx.fail(f"recursive define '{layer.name}'", layer.loc)
+        body = ctx.spec.define[layer.name]
+        saved = ctx.define_stack
+        ctx.define_stack = (*saved, layer.name)
+        try:
+            return _items(ctx, body, x, path)
+        finally:
+            ctx.define_stack = saved
+    if layer.kind != "embed":
+        try:
+            ctx.width(x)
+        except ShapeError as exc:
+            raise ctx.fail(f"'{layer.kind}': {exc}", layer.loc) from exc
+    return BUILDERS[layer.kind](ctx, layer, x, path)
+
+
+# -- component builders ------------------------------------------------------------------------
+
+
+def _embed(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    if ctx.spec.vocab is None:
+        raise ctx.fail("'embed' needs 'vocab' set at the top of the spec", c.loc)
+    dim = c.params.dim or ctx.spec.d_model  # type: ignore[attr-defined]
+    out = ctx.emit("embed", {"vocab": ctx.spec.vocab, "dim": dim}, [x], path, c.loc)
+    ctx.embeds.append((path, dim))
+    return out
+
+
+def _posenc(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p = c.params
+    return ctx.emit("posenc", {"kind": p.kind, "max_len": p.max_len}, [x], path, c.loc)  # type: ignore[attr-defined]
+
+
+def _linear(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p = c.params
+    out = p.out or ctx.width(x)  # type: ignore[attr-defined]
+    return ctx.emit("linear", {"out": out, "bias": p.bias}, [x], path, c.loc)  # type: ignore[attr-defined]
+
+
+def _norm(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p = c.params
+    return ctx.emit(
+        "norm",
+        {"kind": p.kind, "eps": float(p.eps), "affine": p.affine},  # type: ignore[attr-defined]
+        [x],
+        path,
+        c.loc,
+    )
+
+
+def _act(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    return ctx.emit("pointwise", {"fn": c.params.fn}, [x], path, c.loc)  # type: ignore[attr-defined]
+
+
+def _dropout(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    return ctx.emit("dropout", {"p": float(c.params.p)}, [x], path, c.loc)  # type: ignore[attr-defined]
+
+
+def _residual(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    y = _items(ctx, c.body, x, path)
+    if ctx.width(y) != ctx.width(x):
+        raise ctx.fail(
+            f"residual body changes the width from {ctx.width(x)} to "
+            f"{ctx.width(y)}; a residual needs its body to keep the width",
+            c.loc,
+        )
+    return ctx.emit("binary", {"fn": "add"}, [x, y], f"{path}.add", c.loc)
+
+
+def _seq(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    return _items(ctx, c.body, x, path)
+
+
+_GATED = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
+
+
+def _mlp(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p: MlpParams = c.params  # type: ignore[assignment]
+    d = ctx.width(x)
+    hidden = p.hidden or max(1, round(p.mult * d))
+    if p.act in _GATED:
+        gate = ctx.emit("linear", {"out": hidden, "bias": p.bias}, [x], f"{path}.gate", c.loc)
+        up = ctx.emit("linear", {"out": hidden, "bias": p.bias}, [x], f"{path}.up", c.loc)
+        g = ctx.emit("pointwise", {"fn": _GATED[p.act]}, [gate], f"{path}.act", c.loc)
+        h = ctx.emit("binary", {"fn": "mul"}, [g, up], f"{path}.mul", c.loc)
+    else:
+        up = ctx.emit("linear", {"out": hidden, "bias": p.bias}, [x], f"{path}.up", c.loc)
+        h = ctx.emit("pointwise", {"fn": p.act}, [up], f"{path}.act", c.loc)
+    if p.dropout > 0:
+        h = ctx.emit("dropout", {"p": float(p.dropout)}, [h], f"{path}.dropout", c.loc)
+    return ctx.emit("linear", {"out": d, "bias": p.bias}, [h], f"{path}.down", c.loc)
+
+
+def _conv1d(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p: Conv1dParams = c.params  # type: ignore[assignment]
+    d = ctx.width(x)
+    groups = 0 if p.groups == "depthwise" else p.groups
+    out = p.out or d
+    if groups == 0 and out % d:
+        raise ctx.fail(
+            f"a depthwise conv1d needs out ({out}) to be a multiple of the input width {d}", c.loc
+        )
+    return ctx.emit(
+        "conv1d",
+        {
+            "out": out,
+            "kernel": p.kernel,
+            "dilation": p.dilation,
+            "groups": groups,
+            "causal": p.causal,
+            "bias": p.bias,
+        },
+        [x],
+        path,
+        c.loc,
+    )
+
+
+def _attention(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p: AttentionParams = c.params  # type: ignore[assignment]
+    d = ctx.width(x)
+    kvh = p.kv_heads or p.heads
+    if d % p.heads:
+        raise ctx.fail(f"attention heads={p.heads} do not divide the width {d}", c.loc)
+    if p.heads % kvh:
+        raise ctx.fail(f"attention kv_heads={kvh} must divide heads={p.heads}", c.loc)
+    hd = d // p.heads
+    q = ctx.emit("linear", {"out": d, "bias": p.bias}, [x], f"{path}.q", c.loc)
+    k = ctx.emit("linear", {"out": kvh * hd, "bias": p.bias}, [x], f"{path}.k", c.loc)
+    v = ctx.emit("linear", {"out": kvh * hd, "bias": p.bias}, [x], f"{path}.v", c.loc)
+    if p.pos == "rope":
+        q = ctx.emit(
+            "posenc",
+            {"kind": "rope", "heads": p.heads, "base": float(p.rope_base)},
+            [q],
+            f"{path}.rope_q",
+            c.loc,
+        )
+        k = ctx.emit(
+            "posenc",
+            {"kind": "rope", "heads": kvh, "base": float(p.rope_base)},
+            [k],
+            f"{path}.rope_k",
+            c.loc,
+        )
+    a = ctx.emit(
+        "attention",
+        {
+            "heads": p.heads,
+            "kv_heads": kvh,
+            "mask": p.mask,
+            "window": p.window,
+            "dropout": float(p.dropout),
+        },
+        [q, k, v],
+        f"{path}.sdpa",
+        c.loc,
+    )
+    return ctx.emit("linear", {"out": d, "bias": p.bias}, [a], f"{path}.o", c.loc)
+
+
+def _head(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    if ctx.spec.vocab is None:
+        raise ctx.fail("'head' needs 'vocab' set at the top of the spec", c.loc)
+    weight_from = None
+    if c.params.tied:  # type: ignore[attr-defined]
+        if not ctx.embeds:
+            raise ctx.fail("a tied head needs an 'embed' layer before it", c.loc)
+        weight_from, dim = ctx.embeds[0]
+        if dim != ctx.width(x):
+            raise ctx.fail(
+                f"a tied head needs width {dim} (the embedding's), got {ctx.width(x)}", c.loc
+            )
+    return ctx.emit(
+        "linear",
+        {
+            "out": ctx.spec.vocab,
+            "bias": c.params.bias,  # type: ignore[attr-defined]
+            "weight_from": weight_from,
+        },
+        [x],
+        path,
+        c.loc,
+    )
+
+
+def _recurrent(cell_of: Callable[[Component], str]) -> Builder:
+    def build(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+        p: RecurrentParams = c.params  # type: ignore[assignment]
+        hidden = p.hidden or ctx.width(x)
+        return ctx.emit(
+            "scan",
+            {
+                "cell": cell_of(c),
+                "hidden": hidden,
+                "layers": p.layers,
+                "bidirectional": p.bidirectional,
+                "bias": p.bias,
+                "mode": "sequential",
+            },
+            [x],
+            path,
+            c.loc,
+        )
+
+    return build
+
+
+def _region(
+    ctx: _Ctx, body: tuple[Layer, ...], x: Value, prefix: str, loc: SourceLoc | None
+) -> Graph:
+    """Build `body` as a region graph whose input has the type of `x`."""
+    t = ctx.graph.type_of(x)
+    assert isinstance(t, TensorType)
+    region = Graph(prefix)
+    inner = _Ctx(ctx.spec, ctx.diags, region, ctx.embeds, ctx.define_stack)
+    inp = region.add(
+        "input", {"kind": "features", "dim": t.feature}, [], (t,), loc=loc, path=f"{prefix}.input"
+    )
+    region.inputs.append(inp.id)
+    y = _items(inner, body, inp.out(), prefix)
+    if region.type_of(y) != t:
+        raise ctx.fail(
+            f"loop body changes the width from {t.feature} to "
+            f"{inner.width(y)}; a loop needs its body to keep the width",
+            loc,
+        )
+    region.outputs.append(y)
+    return region
+
+
+def _loop(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    steps, copies = c.params.steps, c.params.copies()  # type: ignore[attr-defined]
+    regions = tuple(_region(ctx, c.body, x, f"{path}.{i}", c.loc) for i in range(copies))
+    return ctx.emit("loop", {"steps": steps, "copies": copies}, [x], path, c.loc, regions)
+
+
+def _repeat(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    for i in range(c.params.n):  # type: ignore[attr-defined]
+        x = _items(ctx, c.body, x, f"{path}.{i}")
+    return x
+
+
+BUILDERS: dict[str, Builder] = {
+    "embed": _embed,
+    "posenc": _posenc,
+    "linear": _linear,
+    "norm": _norm,
+    "act": _act,
+    "dropout": _dropout,
+    "residual": _residual,
+    "seq": _seq,
+    "mlp": _mlp,
+    "conv1d": _conv1d,
+    "attention": _attention,
+    "head": _head,
+    "lstm": _recurrent(lambda c: "lstm"),
+    "gru": _recurrent(lambda c: "gru"),
+    "rnn": _recurrent(lambda c: f"rnn_{c.params.act}"),  # type: ignore[attr-defined]
+    "loop": _loop,
+    "repeat": _repeat,
+}
+
+
+def register_builder(kind: str, builder: Builder) -> None:
+    """Lower a user-registered component (see components.register_component)."""
+    BUILDERS[kind] = builder
+
+
+def build_graph(spec: Spec) -> Graph:
+    """The IR graph of a spec; raises DiagnosticError (at spec locations) on shape errors."""
+    diags = Collector()
+    graph = Graph(spec.model)
+    first = spec.layers[0] if spec.layers else None
+    tokens = (isinstance(first, Component) and first.kind == "embed") or (
+        isinstance(first, Ref) and _starts_with_embed(spec, first.name)
+    )
+    attrs = {"kind": "tokens"} if tokens else {"kind": "features", "dim": spec.d_model}
+    inp = graph.add(
+        "input",
+        get_op("input").with_defaults(attrs),
+        [],
+        get_op("input").shape(get_op("input").with_defaults(attrs), []),
+        loc=spec.loc,
+        path="input",
+    )
+    graph.inputs.append(inp.id)
+    ctx = _Ctx(spec, diags, graph)
+    try:
+        y = _items(ctx, spec.layers, inp.out(), "layers")
+        graph.outputs.append(y)
+    except BuildAbort:
+        pass
+    if not spec.layers:
+        diags.error("the spec has no layers", spec.loc)
+    diags.raise_if_any()
+    return graph
+
+
+def _starts_with_embed(spec: Spec, name: str, depth: int = 0) -> bool:
+    body = spec.define.get(name, ())
+    if not body or depth > 32:
+        return False
+    first = body[0]
+    if isinstance(first, Ref):
+        return _starts_with_embed(spec, first.name, depth + 1)
+    return first.kind == "embed"

@@ -1,0 +1,511 @@
+"""The op table: the single source of truth for every IR op.
+
+For each op: arity, attribute schema, shape rule, parameter shapes and initializers,
+and cost rule. Shape inference, the verifier, the cost model and the backends all
+read this table; nothing else knows an op's rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from archc.ir.types import Attrs, ParamSpec, StateType, TensorType, Type
+
+REQUIRED = object()
+F32 = 4  # bytes per float32 element
+
+
+class ShapeError(ValueError):
+    """An op's inputs or attributes do not fit; the message is for the spec's author."""
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    types: tuple[type, ...]
+    default: Any = REQUIRED
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Per-token forward FLOPs and memory figures of one node at sequence length T."""
+
+    flops: float = 0.0  # forward FLOPs per token
+    act_bytes: float = 0.0  # activation bytes per token kept for backward
+    state_bytes: int = 0  # recurrent state per sequence
+    kv_bytes: int = 0  # KV-cache growth per token (0 if constant-size)
+
+
+ShapeRule = Callable[[Attrs, Sequence[Type]], tuple[Type, ...]]
+ParamRule = Callable[[Attrs, Sequence[Type]], tuple[ParamSpec, ...]]
+CostRule = Callable[[Attrs, Sequence[Type], tuple[Type, ...], int], Cost]
+
+
+def _no_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
+    return ()
+
+
+def _no_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], seq_len: int) -> Cost:
+    return Cost()
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    arity: tuple[int, int]
+    attrs: dict[str, AttrSpec]
+    shape: ShapeRule
+    params: ParamRule = _no_params
+    cost: CostRule = _no_cost
+    regions: bool = False
+    elementwise: bool = False
+    doc: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check_attrs(self, attrs: Attrs) -> list[str]:
+        """Problems with `attrs` against the schema (empty if fine)."""
+        problems = []
+        for key in attrs:
+            if key not in self.attrs:
+                problems.append(f"unknown attribute '{key}'")
+        for key, spec in self.attrs.items():
+            if key not in attrs:
+                if spec.default is REQUIRED:
+                    problems.append(f"missing attribute '{key}'")
+                continue
+            value = attrs[key]
+            if not isinstance(value, spec.types) or (
+                isinstance(value, bool) and bool not in spec.types
+            ):
+                problems.append(f"attribute '{key}'={value!r} has the wrong type")
+            elif spec.choices is not None and value not in spec.choices:
+                problems.append(f"attribute '{key}'={value!r} not in {spec.choices}")
+        return problems
+
+    def with_defaults(self, attrs: dict[str, Any]) -> Attrs:
+        full = {k: s.default for k, s in self.attrs.items() if s.default is not REQUIRED}
+        full.update(attrs)
+        return Attrs(full)
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register_op(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} already registered")
+    OPS[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    return OPS[name]
+
+
+# -- helpers ------------------------------------------------------------------------
+def _tensor(t: Type, what: str) -> TensorType:
+    if not isinstance(t, TensorType):
+        raise ShapeError(f"{what} expects a tensor, got {t}")
+    return t
+
+
+def _float_seq(t: Type, what: str) -> TensorType:
+    t = _tensor(t, what)
+    if t.dtype != "f32" or len(t.dims) != 3:
+        raise ShapeError(f"{what} expects a (B, T, D) float tensor, got {t}")
+    return t
+
+
+def _same(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    return (_tensor(ins[0], "op"),)
+
+
+def _elems(t: Type) -> int:
+    return _tensor(t, "op").feature
+
+
+INT, NUM, BOOL, STR, NONE = (int,), (float, int), (bool,), (str,), (type(None),)
+
+# -- input / embedding ------------------------------------------------------------------
+
+
+def _input_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    if attrs["kind"] == "tokens":
+        return (TensorType(("B", "T"), "i64"),)
+    return (TensorType(("B", "T", attrs["dim"]), "f32"),)
+
+
+register_op(
+    OpDef(
+        "input",
+        (0, 0),
+        {"kind": AttrSpec(STR, choices=("tokens", "features")), "dim": AttrSpec(INT + NONE, None)},
+        _input_shape,
+        doc="the graph's (or a region's) input",
+    )
+)
+
+
+def _embed_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    t = _tensor(ins[0], "embed")
+    if t.dtype != "i64":
+        raise ShapeError(f"embed expects token ids (B, T), got {t}; put embed first")
+    return (TensorType((*t.dims, attrs["dim"]), "f32"),)
+
+
+register_op(
+    OpDef(
+        "embed",
+        (1, 1),
+        {"vocab": AttrSpec(INT), "dim": AttrSpec(INT)},
+        _embed_shape,
+        params=lambda a, i: (ParamSpec("weight", (a["vocab"], a["dim"]), "normal(0.02)"),),
+        cost=lambda a, i, o, T: Cost(act_bytes=a["dim"] * F32),
+        doc="token embedding lookup",
+    )
+)
+
+# -- linear / elementwise ----------------------------------------------------------------
+
+
+def _linear_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    return (_float_seq(ins[0], "linear").with_feature(attrs["out"]),)
+
+
+def _linear_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
+    d_in = _elems(ins[0])
+    bound = f"uniform({1.0 / math.sqrt(d_in)!r})"
+    out: list[ParamSpec] = []
+    if attrs["weight_from"] is None:
+        out.append(ParamSpec("weight", (attrs["out"], d_in), bound))
+    if attrs["bias"]:
+        out.append(ParamSpec("bias", (attrs["out"],), "zeros"))
+    return tuple(out)
+
+
+register_op(
+    OpDef(
+        "linear",
+        (1, 1),
+        {
+            "out": AttrSpec(INT),
+            "bias": AttrSpec(BOOL, True),
+            "weight_from": AttrSpec(STR + NONE, None),
+        },
+        _linear_shape,
+        _linear_params,
+        cost=lambda a, i, o, T: Cost(
+            flops=2.0 * _elems(i[0]) * a["out"], act_bytes=_elems(i[0]) * F32
+        ),
+        doc="y = x W^T + b; weight_from names an embed whose weight is reused (tying)",
+    )
+)
+
+
+def _norm_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
+    d = _elems(ins[0])
+    if not attrs["affine"]:
+        return ()
+    ps = [ParamSpec("weight", (d,), "ones")]
+    if attrs["kind"] == "layer":
+        ps.append(ParamSpec("bias", (d,), "zeros"))
+    return tuple(ps)
+
+
+register_op(
+    OpDef(
+        "norm",
+        (1, 1),
+        {
+            "kind": AttrSpec(STR, choices=("rms", "layer")),
+            "eps": AttrSpec(NUM, 1e-5),
+            "affine": AttrSpec(BOOL, True),
+        },
+        lambda a, i: (_float_seq(i[0], "norm"),),
+        _norm_params,
+        cost=lambda a, i, o, T: Cost(flops=5.0 * _elems(i[0]), act_bytes=_elems(i[0]) * F32),
+        doc="RMS or layer normalisation over the feature dim",
+    )
+)
+
+POINTWISE_FNS = ("gelu", "gelu_tanh", "relu", "silu", "tanh", "sigmoid", "identity")
+register_op(
+    OpDef(
+        "pointwise",
+        (1, 1),
+        {"fn": AttrSpec(STR, choices=POINTWISE_FNS)},
+        _same,
+        cost=lambda a, i, o, T: Cost(flops=8.0 * _elems(i[0]), act_bytes=_elems(i[0]) * F32),
+        elementwise=True,
+        doc="elementwise activation",
+    )
+)
+
+
+def _binary_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    a, b = _tensor(ins[0], attrs["fn"]), _tensor(ins[1], attrs["fn"])
+    if a != b:
+        raise ShapeError(f"{attrs['fn']} of mismatched shapes {a} and {b}")
+    return (a,)
+
+
+register_op(
+    OpDef(
+        "binary",
+        (2, 2),
+        {"fn": AttrSpec(STR, choices=("add", "mul", "sub"))},
+        _binary_shape,
+        cost=lambda a, i, o, T: Cost(
+            flops=float(_elems(i[0])), act_bytes=(_elems(i[0]) * F32 if a["fn"] == "mul" else 0)
+        ),
+        elementwise=True,
+        doc="elementwise add / mul / sub of equal shapes",
+    )
+)
+
+
+def _split_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    t = _float_seq(ins[0], "split")
+    sizes = attrs["sizes"]
+    if sum(sizes) != t.feature:
+        raise ShapeError(f"split sizes {sizes} do not add up to {t.feature}")
+    return tuple(t.with_feature(s) for s in sizes)
+
+
+register_op(
+    OpDef(
+        "split",
+        (1, 1),
+        {"sizes": AttrSpec((tuple,))},
+        _split_shape,
+        doc="split the feature dim into parts",
+    )
+)
+register_op(
+    OpDef(
+        "dropout",
+        (1, 1),
+        {"p": AttrSpec(NUM)},
+        _same,
+        cost=lambda a, i, o, T: Cost(act_bytes=_elems(i[0]) if a["p"] > 0 else 0),
+        elementwise=True,
+        doc="dropout in training, identity in eval",
+    )
+)
+
+# -- convolution / positions ---------------------------------------------------------------
+
+
+def _conv_groups(attrs: Attrs, d_in: int) -> int:
+    return d_in if attrs["groups"] == 0 else attrs["groups"]
+
+
+def _conv_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    t = _float_seq(ins[0], "conv1d")
+    g = _conv_groups(attrs, t.feature)
+    if t.feature % g or attrs["out"] % g:
+        raise ShapeError(
+            f"conv1d groups={g} must divide input width {t.feature} and output width {attrs['out']}"
+        )
+    return (t.with_feature(attrs["out"]),)
+
+
+def _conv_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
+    d_in = _elems(ins[0])
+    g = _conv_groups(attrs, d_in)
+    fan_in = d_in // g * attrs["kernel"]
+    bound = f"uniform({1.0 / math.sqrt(fan_in)!r})"
+    ps = [ParamSpec("weight", (attrs["out"], d_in // g, attrs["kernel"]), bound)]
+    if attrs["bias"]:
+        ps.append(ParamSpec("bias", (attrs["out"],), bound))
+    return tuple(ps)
+
+
+register_op(
+    OpDef(
+        "conv1d",
+        (1, 1),
+        {
+            "out": AttrSpec(INT),
+            "kernel": AttrSpec(INT),
+            "dilation": AttrSpec(INT, 1),
+            "groups": AttrSpec(INT, 1),
+            "causal": AttrSpec(BOOL, True),
+            "bias": AttrSpec(BOOL, True),
+        },
+        _conv_shape,
+        _conv_params,
+        cost=lambda a, i, o, T: Cost(
+            flops=2.0 * a["kernel"] * (_elems(i[0]) // _conv_groups(a, _elems(i[0]))) * a["out"],
+            act_bytes=_elems(i[0]) * F32,
+        ),
+        doc="1-d convolution over time; groups=0 means depthwise",
+    )
+)
+
+
+def _posenc_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    t = _float_seq(ins[0], "posenc")
+    if attrs["kind"] == "rope":
+        heads = attrs["heads"]
+        if t.feature % heads or (t.feature // heads) % 2:
+            raise ShapeError(f"rope needs an even head width: {t.feature} over {heads} heads")
+    elif attrs["kind"] == "sinusoidal" and t.feature % 2:
+        raise ShapeError(f"sinusoidal positions need an even width, got {t.feature}")
+    return (t,)
+
+
+register_op(
+    OpDef(
+        "posenc",
+        (1, 1),
+        {
+            "kind": AttrSpec(STR, choices=("learned", "sinusoidal", "rope")),
+            "max_len": AttrSpec(INT, 2048),
+            "heads": AttrSpec(INT, 1),
+            "base": AttrSpec(NUM, 10000.0),
+        },
+        _posenc_shape,
+        params=lambda a, i: (
+            (ParamSpec("weight", (a["max_len"], _elems(i[0])), "normal(0.02)"),)
+            if a["kind"] == "learned"
+            else ()
+        ),
+        cost=lambda a, i, o, T: Cost(flops=float(_elems(i[0])) * (3 if a["kind"] == "rope" else 1)),
+        doc="add learned/sinusoidal positions, or rotate heads (rope)",
+    )
+)
+
+# -- attention --------------------------------------------------------------------------------
+
+
+def _attention_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    q, k, v = (_float_seq(t, "attention") for t in ins)
+    h, kvh = attrs["heads"], attrs["kv_heads"]
+    if q.feature % h:
+        raise ShapeError(f"attention heads={h} do not divide the query width {q.feature}")
+    if h % kvh:
+        raise ShapeError(f"kv_heads={kvh} must divide heads={h}")
+    hd = q.feature // h
+    if k.feature != kvh * hd or v.feature != kvh * hd:
+        raise ShapeError(
+            f"keys/values of width {k.feature}/{v.feature} do not fit {kvh} kv heads of width {hd}"
+        )
+    return (q,)
+
+
+def _attention_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
+    d = _elems(ins[0])
+    ctx = T if attrs["mask"] == "none" else (T + 1) / 2
+    if attrs["window"] is not None:
+        ctx = min(ctx, attrs["window"])
+    kv = 0 if attrs["window"] is not None else 2 * _elems(ins[1]) * F32
+    return Cost(
+        flops=4.0 * d * ctx,
+        act_bytes=3 * d * F32,
+        kv_bytes=kv,
+        state_bytes=(
+            2 * _elems(ins[1]) * F32 * attrs["window"] if attrs["window"] is not None else 0
+        ),
+    )
+
+
+register_op(
+    OpDef(
+        "attention",
+        (3, 3),
+        {
+            "heads": AttrSpec(INT),
+            "kv_heads": AttrSpec(INT),
+            "mask": AttrSpec(STR, "causal", ("causal", "none")),
+            "window": AttrSpec(INT + NONE, None),
+            "dropout": AttrSpec(NUM, 0.0),
+        },
+        _attention_shape,
+        cost=_attention_cost,
+        doc="scaled dot-product attention of q (B,T,H*hd), k, v (B,T,KV*hd)",
+    )
+)
+
+# -- recurrences --------------------------------------------------------------------------------
+CELL_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def _scan_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    t = _float_seq(ins[0], "scan")
+    dirs = 2 if attrs["bidirectional"] else 1
+    hs = TensorType((attrs["layers"] * dirs, "B", attrs["hidden"]))
+    parts = (("h", hs), ("c", hs)) if attrs["cell"] == "lstm" else (("h", hs),)
+    return (t.with_feature(attrs["hidden"] * dirs), StateType(parts))
+
+
+def _scan_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
+    """Parameters named exactly as torch.nn.LSTM/GRU/RNN name them."""
+    h, g = attrs["hidden"], CELL_GATES[attrs["cell"]]
+    dirs = 2 if attrs["bidirectional"] else 1
+    init = f"uniform({1.0 / math.sqrt(h)!r})"
+    ps = []
+    for layer in range(attrs["layers"]):
+        d_in = _elems(ins[0]) if layer == 0 else h * dirs
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            ps += [
+                ParamSpec(f"weight_ih{sfx}", (g * h, d_in), init),
+                ParamSpec(f"weight_hh{sfx}", (g * h, h), init),
+            ]
+            if attrs["bias"]:
+                ps += [
+                    ParamSpec(f"bias_ih{sfx}", (g * h,), init),
+                    ParamSpec(f"bias_hh{sfx}", (g * h,), init),
+                ]
+    return tuple(ps)
+
+
+def _scan_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
+    h, g = attrs["hidden"], CELL_GATES[attrs["cell"]]
+    dirs = 2 if attrs["bidirectional"] else 1
+    flops = 0.0
+    for layer in range(attrs["layers"]):
+        d_in = _elems(ins[0]) if layer == 0 else h * dirs
+        flops += dirs * 2.0 * g * h * (d_in + h)
+    n_state = len(outs[1].parts)  # type: ignore[union-attr]
+    return Cost(
+        flops=flops,
+        act_bytes=attrs["layers"] * dirs * g * h * F32,
+        state_bytes=n_state * attrs["layers"] * dirs * h * F32,
+    )
+
+
+register_op(
+    OpDef(
+        "scan",
+        (1, 1),
+        {
+            "cell": AttrSpec(STR, choices=tuple(CELL_GATES)),
+            "hidden": AttrSpec(INT),
+            "layers": AttrSpec(INT, 1),
+            "bidirectional": AttrSpec(BOOL, False),
+            "bias": AttrSpec(BOOL, True),
+            "mode": AttrSpec(STR, "sequential", ("sequential",)),
+        },
+        _scan_shape,
+        _scan_params,
+        _scan_cost,
+        doc="recurrence over time with a built-in cell; outputs (y, final state)",
+    )
+)
+
+# -- control ---------------------------------------------------------------------------------------
+register_op(
+    OpDef(
+        "loop",
+        (1, 1),
+        {"steps": AttrSpec(INT), "copies": AttrSpec(INT, 1)},
+        _same,
+        regions=True,
+        doc="apply the body regions `steps` times; step s uses region s % copies",
+    )
+)

@@ -1,0 +1,183 @@
+"""Modules and functions the torch lowering uses.
+
+Every definition here depends on `math`, `torch`, `torch.nn as nn` and
+`torch.nn.functional as F` alone, because the standalone emitter copies their source
+verbatim into the generated model.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CausalConv1d(nn.Module):
+    """1-d convolution over time on (B, T, D) inputs; causal pads only the past."""
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        kernel: int,
+        dilation: int = 1,
+        groups: int = 1,
+        causal: bool = True,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_out, d_in // groups, kernel))
+        self.bias = nn.Parameter(torch.empty(d_out)) if bias else None
+        self.dilation, self.groups, self.causal = dilation, groups, causal
+        self.reach = dilation * (kernel - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D_in) -> (B, T, D_out)."""
+        left = self.reach if self.causal else self.reach // 2
+        h = F.pad(x.transpose(1, 2), (left, self.reach - left))
+        y = F.conv1d(h, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
+        return y.transpose(1, 2)
+
+
+class LearnedPositions(nn.Module):
+    """Adds a learned (max_len, D) table of position vectors to (B, T, D)."""
+
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_len, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        if t > self.weight.shape[0]:
+            raise ValueError(f"sequence length {t} exceeds posenc max_len {self.weight.shape[0]}")
+        return x + self.weight[:t]
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds the fixed sine/cosine position code of "Attention Is All You Need"."""
+
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        pos = torch.arange(max_len, dtype=torch.float32)[:, None]
+        freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        table = torch.zeros(max_len, dim)
+        table[:, 0::2] = torch.sin(pos * freq)
+        table[:, 1::2] = torch.cos(pos * freq)
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        if t > self.table.shape[0]:
+            raise ValueError(f"sequence length {t} exceeds posenc max_len {self.table.shape[0]}")
+        return x + self.table[:t].to(x.dtype)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (rotate-half form) of (B, T, H*hd) per head."""
+
+    def __init__(self, heads: int, head_dim: int, base: float = 10000.0) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv, persistent=False)
+        self._cache: tuple[int, torch.device, torch.dtype, torch.Tensor, torch.Tensor] | None = None
+
+    def tables(self, t: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self._cache
+        if c is None or c[0] < t or c[1] != x.device or c[2] != x.dtype:
+            ang = torch.outer(
+                torch.arange(t, device=x.device, dtype=torch.float32), self.inv_freq.to(x.device)
+            )
+            ang = torch.cat([ang, ang], dim=-1)  # (T, hd)
+            c = (t, x.device, x.dtype, ang.cos().to(x.dtype), ang.sin().to(x.dtype))
+            self._cache = c
+        return c[3][:t], c[4][:t]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        cos, sin = self.tables(t, x)
+        h = x.view(b, t, self.heads, self.head_dim)
+        half = self.head_dim // 2
+        rotated = torch.cat([-h[..., half:], h[..., :half]], dim=-1)
+        out = h * cos[:, None, :] + rotated * sin[:, None, :]
+        return out.reshape(b, t, self.heads * self.head_dim)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    causal: bool,
+    window: int | None,
+    dropout: float,
+    training: bool,
+) -> torch.Tensor:
+    """Multi-head attention through SDPA: q (B, T, H*hd), k/v (B, T, KV*hd) -> (B, T, H*hd)."""
+    b, t, d = q.shape
+    hd = d // heads
+    qh = q.view(b, t, heads, hd).transpose(1, 2)
+    kh = k.view(b, t, kv_heads, hd).transpose(1, 2)
+    vh = v.view(b, t, kv_heads, hd).transpose(1, 2)
+    if kv_heads != heads:
+        kh = kh.repeat_interleave(heads // kv_heads, dim=1)
+        vh = vh.repeat_interleave(heads // kv_heads, dim=1)
+    p = dropout if training else 0.0
+    if window is None:
+        y = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=p, is_causal=causal)
+    else:
+        i = torch.arange(t, device=q.device)
+        dist = i[:, None] - i[None, :]
+        allowed = (dist >= 0) & (dist < window) if causal else dist.abs() < window
+        y = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, dropout_p=p)
+    return y.transpose(1, 2).reshape(b, t, d)
+
+
+def place(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
+    """Register `module` at dotted `path` under `root`, creating plain containers."""
+    parent = root
+    parts = path.split(".")
+    for part in parts[:-1]:
+        child = parent._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            parent.add_module(part, child)
+        parent = child
+    parent.add_module(parts[-1], module)
+    return module
+
+
+def init_parameters(root: nn.Module, table: dict[str, str], seed: int | None = None) -> None:
+    """Initialise parameters by name: "normal(std)", "uniform(bound)", "zeros", "ones"."""
+    gen = None
+    if seed is not None:
+        gen = torch.Generator().manual_seed(seed)
+    params = dict(root.named_parameters())
+    with torch.no_grad():
+        for name, how in table.items():
+            p = params[name]
+            kind, _, arg = how.partition("(")
+            val = float(arg.rstrip(")")) if arg else 0.0
+            cpu = torch.empty(p.shape, dtype=torch.float32)
+            if kind == "normal":
+                cpu.normal_(0.0, val, generator=gen)
+            elif kind == "uniform":
+                cpu.uniform_(-val, val, generator=gen)
+            elif kind == "zeros":
+                cpu.zero_()
+            elif kind == "ones":
+                cpu.fill_(1.0)
+            else:
+                raise ValueError(f"unknown initializer {how!r} for {name}")
+            p.copy_(cpu.to(p.dtype))
+
+
+class Bias(nn.Module):
+    """A lone bias vector (for a linear whose weight is tied to an embedding)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(dim))
