@@ -12,13 +12,42 @@ torch is imported only when a module is compiled, so spec checking stays fast.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any
 
-from archc.api import compile, load, to_graph
-from archc.diagnostics import Diagnostic, DiagnosticError, SourceLoc
-from archc.frontend.components import ComponentDef, register_component
-from archc.frontend.resolve import load_spec
-from archc.frontend.schema import Spec
+
+def _map_checkout_subpackages() -> None:
+    """Serve `backends/` and `grammar/` as archc.backends / archc.grammar in a checkout.
+
+    An installed archc has them inside the package (pyproject's package-dir maps them
+    there). Run from a source checkout, they sit beside `archc/`, so map them here.
+    """
+    here = Path(__file__).resolve().parent
+    for name in ("backends", "grammar"):
+        full = f"{__name__}.{name}"
+        init = here.parent / name / "__init__.py"
+        if full in sys.modules or (here / name).is_dir() or not init.is_file():
+            continue
+        spec = importlib.util.spec_from_file_location(
+            full, init, submodule_search_locations=[str(init.parent)]
+        )
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[full] = module
+        spec.loader.exec_module(module)
+        globals()[name] = module
+
+
+_map_checkout_subpackages()
+
+from archc.api import compile, load, to_graph  # noqa: E402
+from archc.diagnostics import Diagnostic, DiagnosticError, SourceLoc  # noqa: E402
+from archc.frontend.components import ComponentDef, register_component  # noqa: E402
+from archc.frontend.resolve import load_spec  # noqa: E402
+from archc.frontend.schema import Spec  # noqa: E402
 
 __all__ = [
     "CompiledModel",

@@ -21,7 +21,7 @@ def _looks_like_text(source: str) -> bool:
 
 def load(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """A validated Spec from a file path or from spec text (YAML or DSL)."""
-    if isinstance(source, str) and _looks_like_text(source) and not Path(source).exists():
+    if isinstance(source, str) and _looks_like_text(source):
         name = "<dsl>" if source.lstrip().startswith("model ") else "<yaml>"
         return load_spec(name, overrides, text=source)
     return load_spec(source, overrides)

@@ -211,6 +211,13 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from archc.bench.foundation import main as bench_main
+
+    bench_main(["--quick"] if args.quick else [])
+    return EXIT_OK
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 
@@ -272,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("args", nargs="+", metavar="SPEC|OVERRIDE", help="a spec file, then " + over)
     g.add_argument("-o", "--output", required=True, help="out.dot or out.svg")
     g.set_defaults(func=cmd_graph)
+
+    b = sub.add_parser(
+        "bench",
+        help="benchmarks: compiled vs hand-written, compile times",
+        description="Side-by-side benchmarks reported as ratios.",
+    )
+    b.add_argument("--quick", action="store_true", help="fewer repetitions")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

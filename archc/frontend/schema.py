@@ -46,6 +46,11 @@ class Component(Node):
     kind: str
     params: SerializeAsAny[Params]
     body: tuple[Layer, ...] = ()
+    param_locs: dict[str, SourceLoc] = Field(default_factory=dict, exclude=True, repr=False)
+
+    def loc_of(self, param: str) -> SourceLoc | None:
+        """Where `param` was written (falls back to the component's own location)."""
+        return self.param_locs.get(param, self.loc)
 
 
 Layer = Ref | Component
@@ -211,9 +216,19 @@ class _SpecBuilder:
                 report_validation(exc, path, self.locs, self.diags, f"'{name}'", fields)
             return None
         body = self.items(body_raw, body_path) if body_raw is not None else ()
+        if isinstance(value, dict):
+            param_locs = {k: self.locs.value((*path, k)) for k in params}
+        else:
+            param_locs = {cdef.primary: self.locs.value(path)} if cdef.primary else {}
         if cdef.body and body_raw is not None and not body and not self.diags:
             self.diags.error(f"'{name}' has an empty body", loc)
-        return Component(kind=name, params=model, body=body, loc=loc)
+        return Component(
+            kind=name,
+            params=model,
+            body=body,
+            loc=loc,
+            param_locs={k: v for k, v in param_locs.items() if v is not None},
+        )
 
 
 def _check_define_cycles(spec_defines: dict[str, tuple[Layer, ...]], diags: Collector) -> None:

@@ -213,9 +213,11 @@ def _attention(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     d = ctx.width(x)
     kvh = p.kv_heads or p.heads
     if d % p.heads:
-        raise ctx.fail(f"attention heads={p.heads} do not divide the width {d}", c.loc)
+        raise ctx.fail(f"attention heads={p.heads} do not divide the width {d}", c.loc_of("heads"))
     if p.heads % kvh:
-        raise ctx.fail(f"attention kv_heads={kvh} must divide heads={p.heads}", c.loc)
+        raise ctx.fail(
+            f"attention kv_heads={kvh} must divide heads={p.heads}", c.loc_of("kv_heads")
+        )
     hd = d // p.heads
     q = ctx.emit("linear", {"out": d, "bias": p.bias}, [x], f"{path}.q", c.loc)
     k = ctx.emit("linear", {"out": kvh * hd, "bias": p.bias}, [x], f"{path}.k", c.loc)

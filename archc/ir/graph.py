@@ -83,6 +83,9 @@ class Graph:
         """Add a fully formed node (its id must be unused)."""
         if node.id in self._g:
             raise ValueError(f"node id {node.id} already exists")
+        for v in node.inputs:
+            if v.node not in self._g:
+                raise ValueError(f"node %{node.id} reads %{v.node}, which is not in the graph")
         self._g.add_node(node.id, node=node)
         for pos, v in enumerate(node.inputs):
             self._g.add_edge(v.node, node.id, key=pos, index=v.index)
@@ -91,6 +94,9 @@ class Graph:
     def replace(self, node: Node) -> None:
         """Swap in a node with the same id (new attrs/inputs); edges follow its inputs."""
         old = self.node(node.id)
+        for v in node.inputs:
+            if v.node not in self._g:
+                raise ValueError(f"node %{node.id} reads %{v.node}, which is not in the graph")
         for pos, v in enumerate(old.inputs):
             self._g.remove_edge(v.node, node.id, key=pos)
         self._g.nodes[node.id]["node"] = node

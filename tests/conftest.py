@@ -1,0 +1,19 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = REPO / "specs"
+
+# The Triton interpreter must be chosen before triton is imported anywhere.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
