@@ -18,10 +18,12 @@ def _fmt_attr(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
-def _lines(graph: Graph, indent: str, with_paths: bool, counter: list[int]) -> list[str]:
+def _lines(graph: Graph, indent: str, with_paths: bool, counter: list[int],
+           by_path: dict[str, str] | None = None) -> list[str]:
     """Nodes renumbered %0, %1, ... in topological order so equal graphs print equally."""
     names: dict[int, str] = {}
     out: list[str] = []
+    by_path = {} if by_path is None else by_path
 
     def ref(v: Value) -> str:
         base = names[v.node]
@@ -30,7 +32,12 @@ def _lines(graph: Graph, indent: str, with_paths: bool, counter: list[int]) -> l
     for node in graph.nodes():
         names[node.id] = f"%{counter[0]}"
         counter[0] += 1
-        attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in node.attrs.items())
+        by_path[node.path] = names[node.id]
+        shown = dict(node.attrs)
+        if not with_paths and shown.get("weight_from") is not None:
+            # Name the tied embedding by its node number, not its (renameable) path.
+            shown["weight_from"] = by_path.get(shown["weight_from"], shown["weight_from"])
+        attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in shown.items())
         types = ", ".join(str(t) for t in node.outputs)
         line = f"{indent}{names[node.id]} = {node.op}({', '.join(ref(v) for v in node.inputs)})"
         if attrs:
@@ -43,7 +50,7 @@ def _lines(graph: Graph, indent: str, with_paths: bool, counter: list[int]) -> l
         out.append(line)
         for i, region in enumerate(node.regions):
             out.append(f"{indent}  region {i} {{")
-            out.extend(_lines(region, indent + "    ", with_paths, counter))
+            out.extend(_lines(region, indent + "    ", with_paths, counter, by_path))
             out.append(f"{indent}  }}")
     out.append(f"{indent}return {', '.join(ref(v) for v in graph.outputs)}")
     return out

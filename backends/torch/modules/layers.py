@@ -86,7 +86,10 @@ class Rotary(nn.Module):
 
     def tables(self, t: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self._cache
-        if c is None or c[0] < t or c[1] != x.device or c[2] != x.dtype:
+        # Tables made under inference_mode cannot be saved for backward: rebuild them
+        # when the mode differs from the cached tables'.
+        stale = c is not None and c[3].is_inference() != torch.is_inference_mode_enabled()
+        if c is None or stale or c[0] < t or c[1] != x.device or c[2] != x.dtype:
             ang = torch.outer(
                 torch.arange(t, device=x.device, dtype=torch.float32), self.inv_freq.to(x.device)
             )
