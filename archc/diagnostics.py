@@ -104,10 +104,17 @@ def sorted_diagnostics(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
             seen.add(key)
             unique.append(d)
 
+    files: dict[str, int] = {}
+    for d in unique:
+        if d.loc is not None:
+            files.setdefault(d.loc.file, len(files))
+
     def order(d: Diagnostic) -> tuple:
+        # Files in the order they were first reported (a note about the file that
+        # extends another follows the error it explains); lines in order within a file.
         if d.loc is None:
-            return (1, "", 0, 0)
-        return (0, d.loc.file, d.loc.line, d.loc.col)
+            return (1, 0, 0, 0)
+        return (0, files[d.loc.file], d.loc.line, d.loc.col)
 
     return sorted(unique, key=order)
 

@@ -40,3 +40,8 @@ def max_spec_depth() -> int:
 def max_spec_nodes() -> int:
     """ARCHC_MAX_SPEC_NODES: most values in a spec after YAML alias expansion (default 200k)."""
     return _int("ARCHC_MAX_SPEC_NODES", 200_000)
+
+
+def max_ir_nodes() -> int:
+    """ARCHC_MAX_IR_NODES: most IR nodes a spec may unroll into (default 200k)."""
+    return _int("ARCHC_MAX_IR_NODES", 200_000)

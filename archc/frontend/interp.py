@@ -9,6 +9,7 @@ else is an error; nothing is ever executed.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -53,6 +54,12 @@ def evaluate(expr: str, lookup: Callable[[str], Any]) -> Any:
         raise InterpError(f"cannot parse expression '{expr}'") from exc
 
     def walk(node: ast.AST) -> Any:
+        value = _walk(node)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InterpError(f"'{ast.unparse(node)}' is not a finite number")
+        return value
+
+    def _walk(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
             return walk(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
@@ -62,12 +69,17 @@ def evaluate(expr: str, lookup: Callable[[str], Any]) -> Any:
             return lookup(name)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             left, right = walk(node.left), walk(node.right)
+            for side in (left, right):
+                if isinstance(side, bool) or not isinstance(side, (int, float)):
+                    raise InterpError(f"arithmetic needs numbers, got {side!r}")
             if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6):
                 raise InterpError("exponent too large")
             try:
                 return _BINOPS[type(node.op)](left, right)
             except ZeroDivisionError as exc:
                 raise InterpError("division by zero") from exc
+            except OverflowError as exc:
+                raise InterpError(f"'{ast.unparse(node)}' overflows") from exc
             except TypeError as exc:
                 raise InterpError(f"cannot compute {ast.unparse(node)}: {exc}") from exc
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
@@ -84,7 +96,7 @@ def evaluate(expr: str, lookup: Callable[[str], Any]) -> Any:
             args = [walk(a) for a in node.args]
             try:
                 return _FUNCS[node.func.id](*args)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise InterpError(f"{node.func.id}(): {exc}") from exc
         raise InterpError(
             f"'{ast.unparse(node)}' is not allowed in ${{...}} "
@@ -92,8 +104,8 @@ def evaluate(expr: str, lookup: Callable[[str], Any]) -> Any:
         )
 
     result = walk(tree)
-    if isinstance(result, float) and result.is_integer() and "/" not in expr:
-        return result
+    if isinstance(result, (int, float)) and abs(result) > 1e18:
+        raise InterpError(f"the value of '{expr}' is too large")
     return result
 
 

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from pathlib import Path as FsPath
 from typing import Any
 
-from archc.diagnostics import Collector, DiagnosticError, SourceLoc, error, register_source
+from archc.diagnostics import (
+    Collector,
+    DiagnosticError,
+    SourceLoc,
+    did_you_mean,
+    error,
+    register_source,
+)
 from archc.frontend.components import primary_param
 from archc.frontend.interp import InterpError, has_reference, interpolate
 from archc.frontend.locs import LocMap, Path, path_str
@@ -121,7 +129,17 @@ def parse_override(text: str, index: int) -> tuple[Path, Any, LocMap, SourceLoc]
         value, vlocs = None, LocMap()
     else:
         # Parse the value as YAML, then shift its columns to where it sits in the override.
-        value, vlocs = load_yaml(raw_value, fname + ":value")
+        try:
+            value, vlocs = load_yaml(raw_value, fname + ":value")
+        except DiagnosticError as exc:
+            raise DiagnosticError(
+                [
+                    replace(d, loc=SourceLoc(fname, 1, d.loc.col + value_col - 1))
+                    if d.loc is not None
+                    else d
+                    for d in exc.diagnostics
+                ]
+            ) from None
         shifted = LocMap()
         for table, dst in ((vlocs.values, shifted.values), (vlocs.keys, shifted.keys)):
             for p, loc in table.items():
@@ -144,6 +162,16 @@ def _expand_layer_shorthand(container: Any, key: str | int) -> None:
             item[kind] = {primary_param(kind): value}
 
 
+def _is_layer_list(path: Path) -> bool:
+    """Whether the list at `path` holds layer items (layers, a define, or a body)."""
+    return bool(path) and (
+        path == ("layers",)
+        or path[0] == "define"
+        or path[-1] == "body"
+        or (len(path) >= 3 and isinstance(path[-2], int))
+    )
+
+
 def apply_override(data: Any, locs: LocMap, override: str, index: int) -> None:
     """Set the value an override names, creating missing mapping keys on the way."""
     path, value, vlocs, loc = parse_override(override, index)
@@ -158,6 +186,19 @@ def apply_override(data: Any, locs: LocMap, override: str, index: int) -> None:
         else:
             if not isinstance(node, dict):
                 raise error(f"override path {path_str(path[: depth + 1])} is not a mapping", loc)
+            if (
+                depth > 0
+                and isinstance(path[depth - 1], int)
+                and len(node) == 1
+                and part not in node
+                and _is_layer_list(path[: depth - 1])
+            ):
+                (kind,) = node
+                raise error(
+                    f"{path_str(path[:depth])} is '{kind}', not '{part}'",
+                    loc,
+                    hint=f"write {path_str((*path[:depth], kind))}...",
+                )
             if part not in node or node[part] is None:
                 node[part] = {} if isinstance(nxt, str) else []
                 locs.set((*path[: depth + 1],), loc, loc)
@@ -196,7 +237,13 @@ def _resolve_references(data: Any, locs: LocMap) -> Any:
             if isinstance(node, dict) and part in node:
                 node = node[part]
             else:
-                raise InterpError(f"unknown name '{name}' in ${{...}}")
+                names = [k for k in top if not isinstance(top[k], (dict, list))]
+                if isinstance(top.get("vars"), dict):
+                    names += list(top["vars"])
+                hint = did_you_mean(name, names)
+                raise InterpError(
+                    f"unknown name '{name}' in ${{...}}" + (f" ({hint})" if hint else "")
+                )
         if has_reference(node):
             if name in busy:
                 raise InterpError(f"'{name}' refers to itself")

@@ -99,8 +99,17 @@ def report_validation(
     fields: list[str],
 ) -> None:
     """Turn pydantic errors into located diagnostics (unknown keys get "did you mean")."""
-    for err in exc.errors():
+    errors = exc.errors()
+    # A misspelt key already says "did you mean 'x'?"; don't also report 'x' as missing.
+    explained = {
+        did_you_mean(str(e["loc"][-1]), fields)
+        for e in errors
+        if e["type"] == "extra_forbidden" and e["loc"]
+    }
+    for err in errors:
         rel = tuple(err["loc"])
+        if err["type"] == "missing" and f"did you mean '{rel[-1]}'?" in explained:
+            continue
         path = (*base, *rel)
         kind = err["type"]
         if kind == "extra_forbidden":

@@ -50,6 +50,9 @@ def _mark_loc(filename: str, mark: Any, end: Any = None) -> SourceLoc:
 
 def _yaml_error(exc: pyyaml.YAMLError, filename: str) -> Exception:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context_mark is not None and mark is not None and "<stream end>" in str(exc):
+        mark = context_mark  # an unclosed '{' / '[': show where it was opened
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
     msg = f"invalid YAML: {problem}" + (f" ({context})" if context else "")

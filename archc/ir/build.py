@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from archc import knobs
 from archc.diagnostics import Collector, SourceLoc
 from archc.frontend.components import (
     AttentionParams,
@@ -37,6 +38,7 @@ class _Ctx:
     embeds: list[tuple[str, int]] = field(default_factory=list)  # (path, dim) of embeds
     define_stack: tuple[str, ...] = ()
     failed: bool = False
+    counter: list[int] = field(default_factory=lambda: [0])
 
     def emit(
         self,
@@ -48,6 +50,13 @@ class _Ctx:
         regions: tuple[Graph, ...] = (),
     ) -> Value:
         """Add one node, inferring its types from the op table."""
+        if self.graph_nodes() >= knobs.max_ir_nodes():
+            self.diags.error(
+                f"the model unrolls into more than {knobs.max_ir_nodes()} IR nodes",
+                loc,
+                hint="raise ARCHC_MAX_IR_NODES if this is intended",
+            )
+            raise BuildAbort
         opdef = get_op(op)
         full = opdef.with_defaults(attrs)
         in_types = [self.graph.type_of(v) for v in inputs]
@@ -59,6 +68,11 @@ class _Ctx:
         params = opdef.params(full, in_types)
         node = self.graph.add(op, full, inputs, outs, params, loc, path, regions)
         return node.out(0)
+
+    def graph_nodes(self) -> int:
+        """Nodes built so far, shared across regions (a bound on unrolling)."""
+        self.counter[0] += 1
+        return self.counter[0]
 
     def width(self, v: Value) -> int:
         t = self.graph.type_of(v)
@@ -110,10 +124,14 @@ def _layer(ctx: _Ctx, layer: Layer, x: Value, path: str) -> Value:
 
 
 def _embed(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-    if ctx.spec.vocab is None:
-        raise ctx.fail("'embed' needs 'vocab' set at the top of the spec", c.loc)
+    vocab = ctx.spec.vocab
+    if vocab is None:
+        # Report it, then keep building with a stand-in so later layers are checked
+        # against the right (B, T, D) input instead of cascading errors.
+        ctx.diags.error("'embed' needs 'vocab' set at the top of the spec", c.loc)
+        vocab = 1
     dim = c.params.dim or ctx.spec.d_model  # type: ignore[attr-defined]
-    out = ctx.emit("embed", {"vocab": ctx.spec.vocab, "dim": dim}, [x], path, c.loc)
+    out = ctx.emit("embed", {"vocab": vocab, "dim": dim}, [x], path, c.loc)
     ctx.embeds.append((path, dim))
     return out
 
@@ -255,7 +273,11 @@ def _attention(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
 
 def _head(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     if ctx.spec.vocab is None:
-        raise ctx.fail("'head' needs 'vocab' set at the top of the spec", c.loc)
+        raise (
+            ctx.fail("'head' needs 'vocab' set at the top of the spec", c.loc)
+            if not any(True for _ in ctx.embeds)
+            else BuildAbort()
+        )
     weight_from = None
     if c.params.tied:  # type: ignore[attr-defined]
         if not ctx.embeds:
@@ -307,7 +329,7 @@ def _region(
     t = ctx.graph.type_of(x)
     assert isinstance(t, TensorType)
     region = Graph(prefix)
-    inner = _Ctx(ctx.spec, ctx.diags, region, ctx.embeds, ctx.define_stack)
+    inner = _Ctx(ctx.spec, ctx.diags, region, ctx.embeds, ctx.define_stack, counter=ctx.counter)
     inp = region.add(
         "input", {"kind": "features", "dim": t.feature}, [], (t,), loc=loc, path=f"{prefix}.input"
     )
@@ -325,11 +347,21 @@ def _region(
 
 def _loop(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     steps, copies = c.params.steps, c.params.copies()  # type: ignore[attr-defined]
+    _check_unroll(ctx, c, copies, "steps" if copies == steps else "tie")
     regions = tuple(_region(ctx, c.body, x, f"{path}.{i}", c.loc) for i in range(copies))
     return ctx.emit("loop", {"steps": steps, "copies": copies}, [x], path, c.loc, regions)
 
 
+def _check_unroll(ctx: _Ctx, c: Component, count: int, param: str) -> None:
+    if count > knobs.max_ir_nodes():
+        raise ctx.fail(
+            f"{c.kind} {param}={count} unrolls into more than {knobs.max_ir_nodes()} IR nodes",
+            c.loc_of(param),
+        )
+
+
 def _repeat(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    _check_unroll(ctx, c, c.params.n, "n")  # type: ignore[attr-defined]
     for i in range(c.params.n):  # type: ignore[attr-defined]
         x = _items(ctx, c.body, x, f"{path}.{i}")
     return x

@@ -18,8 +18,13 @@ def _fmt_attr(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
-def _lines(graph: Graph, indent: str, with_paths: bool, counter: list[int],
-           by_path: dict[str, str] | None = None) -> list[str]:
+def _lines(
+    graph: Graph,
+    indent: str,
+    with_paths: bool,
+    counter: list[int],
+    by_path: dict[str, str] | None = None,
+) -> list[str]:
     """Nodes renumbered %0, %1, ... in topological order so equal graphs print equally."""
     names: dict[int, str] = {}
     out: list[str] = []
