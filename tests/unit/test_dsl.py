@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from example_spec_data import EXAMPLE_DATA
 
 from archc.diagnostics import DiagnosticError, SourceLoc
 from archc.frontend.dsl import parse_dsl
@@ -29,28 +30,6 @@ model gpt-tiny(vocab=256, d_model=128) {
   head(tied=true)
 }
 """
-
-EXAMPLE_DATA = {
-    "model": "gpt-tiny",
-    "vocab": 256,
-    "d_model": 128,
-    "extends": "base.arch",
-    "train": {"lr": 3e-4, "steps": 100},
-    "vars": {"ffn": "${d_model * 4}"},
-    "define": {
-        "block": [
-            {"residual": [{"norm": "rms"}, {"attention": {"heads": 4, "pos": "rope"}}]},
-            {"residual": [{"norm": "rms"}, {"mlp": {"mult": 4, "act": "swiglu"}}]},
-        ]
-    },
-    "layers": [
-        "embed",
-        {"repeat": {"n": 4, "body": ["block"]}},
-        {"loop": {"steps": 2, "tie": "cycle(2)", "body": ["block", "block"]}},
-        {"norm": "rms"},
-        {"head": {"tied": True}},
-    ],
-}
 
 
 def parse(text: str) -> Any:

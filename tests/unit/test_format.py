@@ -5,34 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from example_spec_data import EXAMPLE_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archc.frontend.dsl import parse_dsl
 from archc.frontend.format import normalize_layer_item, to_dsl, to_yaml
 from archc.frontend.yaml import load_yaml
-
-EXAMPLE_DATA = {
-    "model": "gpt-tiny",
-    "vocab": 256,
-    "d_model": 128,
-    "extends": "base.arch",
-    "train": {"lr": 3e-4, "steps": 100},
-    "vars": {"ffn": "${d_model * 4}"},
-    "define": {
-        "block": [
-            {"residual": [{"norm": "rms"}, {"attention": {"heads": 4, "pos": "rope"}}]},
-            {"residual": [{"norm": "rms"}, {"mlp": {"mult": 4, "act": "swiglu"}}]},
-        ]
-    },
-    "layers": [
-        "embed",
-        {"repeat": {"n": 4, "body": ["block"]}},
-        {"loop": {"steps": 2, "tie": "cycle(2)", "body": ["block", "block"]}},
-        {"norm": "rms"},
-        {"head": {"tied": True}},
-    ],
-}
 
 
 def typed(x: Any) -> Any:
