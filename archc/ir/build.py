@@ -30,6 +30,10 @@ class BuildAbort(Exception):
     """Stop building after an error that leaves no sensible value to continue with."""
 
 
+class BudgetExhausted(BuildAbort):
+    """The node budget is spent: stop the whole build, not just the current layer."""
+
+
 @dataclass
 class _Ctx:
     spec: Spec
@@ -56,7 +60,7 @@ class _Ctx:
                 loc,
                 hint="raise ARCHC_MAX_IR_NODES if this is intended",
             )
-            raise BuildAbort
+            raise BudgetExhausted
         opdef = get_op(op)
         full = opdef.with_defaults(attrs)
         in_types = [self.graph.type_of(v) for v in inputs]
@@ -94,6 +98,8 @@ def _items(ctx: _Ctx, layers: tuple[Layer, ...], x: Value, prefix: str) -> Value
         name = layer.name if isinstance(layer, Ref) else layer.kind
         try:
             x = _layer(ctx, layer, x, f"{prefix}.{i}.{name}")
+        except BudgetExhausted:
+            raise  # every later layer would fail the same way, possibly 1e10 times
         except BuildAbort:
             # Keep going with the layer's input so later, independent errors are
             # reported in the same run; the collector already holds this one.
@@ -361,10 +367,38 @@ def _check_unroll(ctx: _Ctx, c: Component, count: int, param: str) -> None:
 
 
 def _repeat(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-    _check_unroll(ctx, c, c.params.n, "n")  # type: ignore[attr-defined]
-    for i in range(c.params.n):  # type: ignore[attr-defined]
+    n = c.params.n  # type: ignore[attr-defined]
+    _check_unroll(ctx, c, n, "n")
+    # Refuse up front what is certain to blow the budget (a nested 1e5 x 1e5
+    # repeat) instead of building 200k nodes before noticing.
+    at_least = n * _min_nodes(ctx.spec, c.body)
+    if at_least > knobs.max_ir_nodes():
+        raise ctx.fail(
+            f"repeat n={n} unrolls into at least {at_least} IR nodes, more than "
+            f"{knobs.max_ir_nodes()}",
+            c.loc_of("n"),
+        )
+    for i in range(n):
         x = _items(ctx, c.body, x, f"{path}.{i}")
     return x
+
+
+def _min_nodes(spec: Spec, layers: tuple[Layer, ...], depth: int = 0) -> int:
+    """A lower bound on the IR nodes a body of layers unrolls into."""
+    if depth > 64:  # recursive defines are reported by the schema
+        return 0
+    total = 0
+    for layer in layers:
+        if isinstance(layer, Ref):
+            total += _min_nodes(spec, spec.define.get(layer.name, ()), depth + 1)
+        elif layer.kind == "repeat":
+            total += layer.params.n * _min_nodes(spec, layer.body, depth + 1)  # type: ignore[attr-defined]
+        elif layer.kind == "loop":
+            copies = layer.params.copies()  # type: ignore[attr-defined]
+            total += 1 + copies * _min_nodes(spec, layer.body, depth + 1)
+        else:
+            total += max(1, _min_nodes(spec, layer.body, depth + 1))
+    return total
 
 
 BUILDERS: dict[str, Builder] = {

@@ -187,6 +187,7 @@ def test_case_coverage() -> None:
         "many-errors",
         "override-unknown-path",
         "override-bad-value",
+        "nested-repeat-bomb",
     ):
         assert any(needle in n for n in names), needle
 
@@ -207,6 +208,13 @@ def test_alias_bomb_is_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     assert code == 2
     assert "expands to more than" in text
     assert seconds < 15, f"alias bomb took {seconds:.1f}s to reject"
+
+
+def test_nested_repeat_is_rejected_before_unrolling(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, text, seconds = _run_case(CASES_DIR / "33-nested-repeat-bomb.yaml", monkeypatch)
+    assert code == 2
+    assert "at least 10000000000 IR nodes" in text
+    assert seconds < 15, f"nested repeat took {seconds:.1f}s to reject"
 
 
 def test_disallowed_interp_does_not_execute(monkeypatch: pytest.MonkeyPatch) -> None:
