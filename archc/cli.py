@@ -1,4 +1,4 @@
-"""The `archc` command line: check, fmt, compile, info, graph.
+"""The `archc` command line: check, fmt, compile, info, graph, train, eval, generate, bench.
 
 User mistakes print `file:line:col: error: ...` diagnostics and exit 2, never a
 traceback (ARCHC_DEBUG=1 re-raises). torch is imported only by commands that build a
@@ -211,6 +211,87 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from archc.api import load
+    from archc.runtime.rundir import SPEC, default_run_dir
+    from archc.runtime.train import train
+
+    specs, overrides = _split_args(args.args)
+    if len(specs) > 1:
+        raise error(f"expected one spec file, got {len(specs)}: {' '.join(specs)}")
+    out = Path(args.out) if args.out else None
+    if not specs:
+        if not (args.resume and out is not None and (out / SPEC).is_file()):
+            raise error(
+                "archc train needs a spec file",
+                hint="archc train SPEC [overrides], or --resume --out RUN to continue a run",
+            )
+        specs = [str(out / SPEC)]
+    # The flags are shorthands for overrides of the spec's train: section, applied
+    # first so that `--task parity train.task.n=5` keeps the explicit n.
+    flags = []
+    if args.task is not None:
+        flags.append(f"train.task={json.dumps(args.task)}")
+    if args.data is not None:
+        flags.append(f"train.data={json.dumps(str(Path(args.data).resolve()))}")
+    if args.steps is not None:
+        flags.append(f"train.steps={args.steps}")
+    overrides = [*flags, *overrides]
+    spec = load(specs[0], overrides)
+    run_dir = out or default_run_dir(spec.model)
+    summary = train(spec, run_dir, resume=args.resume, show_progress=not args.quiet)
+    if summary.run_dir:  # only rank 0 of a torchrun job reports
+        import os
+
+        if os.environ.get("RANK", "0") == "0":
+            print(summary.line())
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from archc.runtime.session import evaluate_run, open_run
+
+    session = open_run(Path(args.run), Path(args.data) if args.data else None, args.device)
+    metrics = evaluate_run(session, args.batches)
+    if args.json:
+        print(json.dumps({"run": args.run, "step": session.step, **metrics}, indent=2))
+        return EXIT_OK
+    text = f"{args.run} (step {session.step}): loss {metrics['loss']:.4f}"
+    text += f", accuracy {metrics['accuracy']:.4f}"
+    if "bpb" in metrics:
+        text += f", {metrics['bpb']:.4f} bits/byte"
+    print(text)
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from archc.runtime.generate import generate
+    from archc.runtime.session import open_run
+    from archc.runtime.tasks import TaskError
+
+    if args.tokens < 0:
+        raise error(f"--tokens must be >= 0, got {args.tokens}")
+    if args.top_k is not None and args.top_k < 1:
+        raise error(f"--top-k must be >= 1, got {args.top_k}")
+    session = open_run(Path(args.run), device=args.device)
+    try:
+        prompt = session.task.encode(args.prompt)
+    except TaskError as exc:
+        raise error(f"--prompt: {exc}", hint=exc.hint) from exc
+    ids = generate(
+        session.model,
+        prompt,
+        args.tokens,
+        session.task.vocab,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+    sep = "" if session.task.is_text else " "
+    print(args.prompt + sep + session.task.decode(ids))
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from archc.bench.foundation import main as bench_main
 
@@ -280,6 +361,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="out.dot or out.svg")
     g.set_defaults(func=cmd_graph)
 
+    t = sub.add_parser(
+        "train",
+        help="train a spec on a built-in task or a text file",
+        description="Train a spec (its train: section, overridable here). "
+        "Under torchrun, runs DistributedDataParallel.",
+    )
+    t.add_argument("args", nargs="*", metavar="SPEC|OVERRIDE", help="a spec file, then " + over)
+    t.add_argument("--task", help="mqar, parity, dms, copy, selective-copy or text")
+    t.add_argument("--data", metavar="FILE", help="text file (the text task)")
+    t.add_argument("--steps", type=int, help="optimizer steps")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<model>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a trained run",
+        description="Loss, accuracy and (for text) bits per byte of a run's last checkpoint.",
+    )
+    e.add_argument("run", metavar="RUN_DIR")
+    e.add_argument("--data", metavar="FILE", help="evaluate on this text file's held-out split")
+    e.add_argument("--batches", type=int, help="evaluation batches (default: all / 4x eval)")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--json", action="store_true", help="machine-readable output")
+    e.set_defaults(func=cmd_eval)
+
+    gn = sub.add_parser(
+        "generate",
+        help="sample from a trained run",
+        description="Sample tokens after a prompt, carrying the model's state between tokens.",
+    )
+    gn.add_argument("run", metavar="RUN_DIR")
+    gn.add_argument("--prompt", required=True, help="text (or space-separated ids for tasks)")
+    gn.add_argument("--tokens", type=int, default=100, help="how many tokens to generate")
+    gn.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
+    gn.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    gn.add_argument("--seed", type=int, default=0)
+    gn.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gn.set_defaults(func=cmd_generate)
+
     b = sub.add_parser(
         "bench",
         help="benchmarks: compiled vs hand-written, compile times",
@@ -294,7 +416,14 @@ def run(argv: Sequence[str] | None = None, handler: Callable[[str], None] | None
     """Run the CLI; returns the exit status."""
     emit = handler or (lambda text: print(text, file=sys.stderr))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting positionals at the first option: overrides written
+    # after options (`archc train s.yaml --steps 5 train.lr=1e-3`) arrive here.
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra and (len(overrides) != len(extra) or not hasattr(args, "args")):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides)}")
+    if overrides:
+        args.args = [*args.args, *overrides]
     try:
         return int(args.func(args))
     except DiagnosticError as exc:

@@ -45,3 +45,12 @@ def max_spec_nodes() -> int:
 def max_ir_nodes() -> int:
     """ARCHC_MAX_IR_NODES: most IR nodes a spec may unroll into (default 200k)."""
     return _int("ARCHC_MAX_IR_NODES", 200_000)
+
+
+def inject_nan_at_step() -> int:
+    """ARCHC_INJECT_NAN_AT: testing aid; the training loss at this step (0-based) is NaN.
+
+    Lets tests exercise the divergence path (stop, keep the last good checkpoint)
+    without depending on an optimizer actually diverging. -1 (default): off.
+    """
+    return _int("ARCHC_INJECT_NAN_AT", -1)

@@ -37,10 +37,13 @@ def main() -> None:
     )
     model = archc.compile(SPEC)
     tokens = torch.randint(0, 256, (2, 32))
+    # return_state gives everything needed to continue the sequence: "_pos" (tokens seen)
+    # plus each stateful layer's carry (LSTM (h, c), attention KV cache, conv buffer).
     logits, states = model(tokens, return_state=True)
-    print(
-        "logits", tuple(logits.shape), "states:", {k: tuple(v[0].shape) for k, v in states.items()}
-    )
+    carries = {k: tuple(v[0].shape) for k, v in states.items() if k != "_pos"}
+    print("logits", tuple(logits.shape), "position", states["_pos"], "states:", carries)
+    more, _ = model(tokens[:, :1], state=states, return_state=True)  # one more token
+    print("next-token logits", tuple(more.shape))
     print("some parameter names:", [k for k, _ in model.named_parameters()][:3])
 
 

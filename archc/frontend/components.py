@@ -93,6 +93,7 @@ class AttentionParams(Params):
 
 
 class HeadParams(Params):
+    out: int | None = Field(default=None, gt=0, description="output width (default: vocab)")
     tied: bool = False
     bias: bool = False
 

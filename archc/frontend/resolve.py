@@ -202,6 +202,8 @@ def apply_override(data: Any, locs: LocMap, override: str, index: int) -> None:
             if part not in node or node[part] is None:
                 node[part] = {} if isinstance(nxt, str) else []
                 locs.set((*path[: depth + 1],), loc, loc)
+            elif tuple(path[: depth + 1]) == ("train", "task") and isinstance(node[part], str):
+                node[part] = {"name": node[part]}  # `task: parity` addressed as train.task.n
             elif isinstance(nxt, str) and isinstance(node[part], (str, int, float, bool)):
                 # `attention: 4` shorthand addressed as attention.heads: expand it first.
                 kind = part

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from archc.diagnostics import Collector, SourceLoc, did_you_mean
 from archc.frontend.components import Params, component_names, get_component
 from archc.frontend.locs import LocMap, Path, path_str
+from archc.frontend.train import TrainConfig, build_train
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
 _BLOCK_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -66,7 +67,13 @@ class Spec(Node):
     vars: dict[str, Scalar] = Field(default_factory=dict)
     define: dict[str, tuple[Layer, ...]] = Field(default_factory=dict)
     layers: tuple[Layer, ...]
+    train: TrainConfig = Field(default_factory=TrainConfig)
     source: str | None = Field(default=None, exclude=True, repr=False)
+    # Where top-level and train keys were written ("vocab", "train.seq_len",
+    # "train.task.n", ...), so run-time errors can point at the user's line.
+    key_locs: dict[str, SourceLoc] = Field(default_factory=dict, exclude=True, repr=False)
+    # The resolved raw data (after extends, overrides and ${...}): what a run records.
+    raw: dict[str, Any] | None = Field(default=None, exclude=True, repr=False)
 
     def semantic_dump(self) -> dict[str, Any]:
         """Plain data of the spec, for equality checks that ignore source locations."""
@@ -83,6 +90,7 @@ class _TopLevel(BaseModel):
     vars: dict[str, Scalar] = Field(default_factory=dict)
     define: dict[str, Any] = Field(default_factory=dict)
     layers: list[Any]
+    train: Any = None
 
 
 def _describe(value: Any) -> str:
@@ -124,7 +132,13 @@ def report_validation(
         else:
             where = path_str(rel) or what
             msg = err["msg"].removeprefix("Value error, ")
-            diags.error(f"{where}: {msg} (got {_describe(err.get('input'))})", locs.value(path))
+            value = err.get("input")
+            if isinstance(value, dict):
+                # A rule about a whole mapping (e.g. "set exactly one of a or b"): point at
+                # its key, and don't echo the mapping back.
+                diags.error(f"{where}: {msg}", locs.key(path) or locs.value(path))
+            else:
+                diags.error(f"{where}: {msg} (got {_describe(value)})", locs.value(path))
 
 
 class _SpecBuilder:
@@ -303,8 +317,9 @@ def build_spec(data: Any, locs: LocMap, source: str | None = None) -> Spec:
         else ()
     )
     _check_define_cycles(define, diags)
+    train, train_locs = build_train(data.get("train"), locs, diags)
     diags.raise_if_any()
-    assert top is not None
+    assert top is not None and train is not None
     return Spec(
         model=top.model,
         vocab=top.vocab,
@@ -312,6 +327,12 @@ def build_spec(data: Any, locs: LocMap, source: str | None = None) -> Spec:
         vars=top.vars,
         define=define,
         layers=layers,
+        train=train,
         loc=locs.value(()),
         source=source,
+        key_locs={
+            **{k: loc for k in data if isinstance(k, str) and (loc := locs.value((k,)))},
+            **train_locs,
+        },
+        raw=data,
     )

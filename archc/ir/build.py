@@ -278,9 +278,10 @@ def _attention(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
 
 
 def _head(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-    if ctx.spec.vocab is None:
+    out = c.params.out or ctx.spec.vocab  # type: ignore[attr-defined]
+    if out is None:
         raise (
-            ctx.fail("'head' needs 'vocab' set at the top of the spec", c.loc)
+            ctx.fail("'head' needs 'vocab' set at the top of the spec (or head out=N)", c.loc)
             if not any(True for _ in ctx.embeds)
             else BuildAbort()
         )
@@ -293,10 +294,15 @@ def _head(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
             raise ctx.fail(
                 f"a tied head needs width {dim} (the embedding's), got {ctx.width(x)}", c.loc
             )
+        if out != ctx.spec.vocab:
+            raise ctx.fail(
+                f"a tied head outputs the vocabulary ({ctx.spec.vocab}), not out={out}",
+                c.loc_of("out"),
+            )
     return ctx.emit(
         "linear",
         {
-            "out": ctx.spec.vocab,
+            "out": out,
             "bias": c.params.bias,  # type: ignore[attr-defined]
             "weight_from": weight_from,
         },

@@ -162,7 +162,9 @@ register_op(
         (1, 1),
         {"vocab": AttrSpec(INT), "dim": AttrSpec(INT)},
         _embed_shape,
-        params=lambda a, i: (ParamSpec("weight", (a["vocab"], a["dim"]), "normal(0.02)"),),
+        params=lambda a, i: (
+            ParamSpec("weight", (a["vocab"], a["dim"]), "normal(0.02)", decay=False),
+        ),
         cost=lambda a, i, o, T: Cost(act_bytes=a["dim"] * F32),
         doc="token embedding lookup",
     )
@@ -182,7 +184,7 @@ def _linear_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
     if attrs["weight_from"] is None:
         out.append(ParamSpec("weight", (attrs["out"], d_in), bound))
     if attrs["bias"]:
-        out.append(ParamSpec("bias", (attrs["out"],), "zeros"))
+        out.append(ParamSpec("bias", (attrs["out"],), "zeros", decay=False))
     return tuple(out)
 
 
@@ -209,9 +211,9 @@ def _norm_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
     d = _elems(ins[0])
     if not attrs["affine"]:
         return ()
-    ps = [ParamSpec("weight", (d,), "ones")]
+    ps = [ParamSpec("weight", (d,), "ones", decay=False)]
     if attrs["kind"] == "layer":
-        ps.append(ParamSpec("bias", (d,), "zeros"))
+        ps.append(ParamSpec("bias", (d,), "zeros", decay=False))
     return tuple(ps)
 
 
@@ -320,7 +322,7 @@ def _conv_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
     bound = f"uniform({1.0 / math.sqrt(fan_in)!r})"
     ps = [ParamSpec("weight", (attrs["out"], d_in // g, attrs["kernel"]), bound)]
     if attrs["bias"]:
-        ps.append(ParamSpec("bias", (attrs["out"],), bound))
+        ps.append(ParamSpec("bias", (attrs["out"],), bound, decay=False))
     return tuple(ps)
 
 
@@ -370,7 +372,7 @@ register_op(
         },
         _posenc_shape,
         params=lambda a, i: (
-            (ParamSpec("weight", (a["max_len"], _elems(i[0])), "normal(0.02)"),)
+            (ParamSpec("weight", (a["max_len"], _elems(i[0])), "normal(0.02)", decay=False),)
             if a["kind"] == "learned"
             else ()
         ),
@@ -458,8 +460,8 @@ def _scan_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
             ]
             if attrs["bias"]:
                 ps += [
-                    ParamSpec(f"bias_ih{sfx}", (g * h,), init),
-                    ParamSpec(f"bias_hh{sfx}", (g * h,), init),
+                    ParamSpec(f"bias_ih{sfx}", (g * h,), init, decay=False),
+                    ParamSpec(f"bias_hh{sfx}", (g * h,), init, decay=False),
                 ]
     return tuple(ps)
 

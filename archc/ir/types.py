@@ -48,12 +48,15 @@ Type = TensorType | StateType
 class ParamSpec:
     """A parameter a node owns: name (state_dict leaf), shape and initializer name.
 
-    Initializers: "normal(std)", "zeros", "ones", "uniform(bound)".
+    Initializers: "normal(std)", "zeros", "ones", "uniform(bound)". `decay` says whether
+    weight decay applies: off for embeddings, norms, biases and state-space decay rates,
+    whose scale is meaningful (shrinking them towards zero only hurts).
     """
 
     name: str
     shape: tuple[int, ...]
     init: str
+    decay: bool = True
 
     @property
     def numel(self) -> int:

@@ -1,12 +1,22 @@
-"""Graph -> Python source of an nn.Module (shared by in-memory compile and standalone emit)."""
+"""Graph -> Python source of an nn.Module (shared by in-memory compile and standalone emit).
+
+The generated `forward(x, state=None, return_state=False)` is straight-line code. A
+stateful node (KV cache, conv inputs, recurrent carry) gets one branch: `inc` (a state
+is given or asked for) runs its rule's incremental form, which reads the node's entry
+of `state` and writes `new_state`; otherwise the plain form runs, so the training path
+pays one boolean test per stateful node and nothing per token.
+
+State entries are keyed by node path; inside a loop a node runs once per step, so its
+key also names the step: `path#2`, or `path#1#0` in nested loops.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from archc.backends.torch.lower import get_rule, ident
+from archc.backends.torch.lower import get_rule, ident, incremental_blocker
+from archc.backends.torch.modules import layers as L
 from archc.ir.graph import Graph, Node, Value
-from archc.ir.types import StateType
 
 
 @dataclass
@@ -17,6 +27,10 @@ class ModelSource:
     modules: list[tuple[str, str]] = field(default_factory=list)  # (path, ctor source)
     init: dict[str, str] = field(default_factory=dict)  # parameter name -> initializer
     deps: list[object] = field(default_factory=list)  # helper classes/functions used
+    state_keys: list[str] = field(default_factory=list)  # entries of the carried state
+    initial_keys: list[str] = field(default_factory=list)  # recurrent carries a caller may set
+    blocker: str = ""  # why the model cannot run incrementally ('' if it can)
+    grows: bool = False  # some state entry grows with every token (a KV cache)
 
 
 class _Gen:
@@ -28,8 +42,14 @@ class _Gen:
         if dep not in self.out.deps:
             self.out.deps.append(dep)
 
-    def body(self, graph: Graph, arg: str, indent: str) -> tuple[list[str], str]:
-        """Statements computing `graph` from input variable `arg`; returns (lines, result)."""
+    def body(
+        self, graph: Graph, arg: str, indent: str, suffixes: tuple[str, ...] = ("",)
+    ) -> tuple[list[str], str]:
+        """Statements computing `graph` from input variable `arg`; returns (lines, result).
+
+        `suffixes` are the step suffixes the statements run under (("",) outside loops);
+        inside a loop region they arrive as the variable `sfx`.
+        """
         names: dict[Value, str] = {}
         lines: list[str] = []
         for node in graph.nodes():
@@ -45,15 +65,20 @@ class _Gen:
             for k, o in enumerate(outs):
                 names[node.out(k)] = o
             if node.op == "loop":
-                lines += self.loop(node, args[0], outs[0], indent)
-                continue
-            lines.append(f"{indent}{', '.join(outs)} = {self.call(graph, node, args)}")
-            for k, t in enumerate(node.outputs):
-                if isinstance(t, StateType):
-                    lines.append(f"{indent}new_state[{node.path!r}] = {outs[k]}")
+                lines += self.loop(node, args[0], outs[0], indent, suffixes)
+            else:
+                lines += self.node(graph, node, args, outs, indent, suffixes)
         return lines, names[graph.outputs[0]]
 
-    def call(self, graph: Graph, node: Node, args: list[str]) -> str:
+    def node(
+        self,
+        graph: Graph,
+        node: Node,
+        args: list[str],
+        outs: list[str],
+        indent: str,
+        suffixes: tuple[str, ...],
+    ) -> list[str]:
         rule = get_rule(node.op)
         for dep in rule.deps:
             self.use(dep)
@@ -62,38 +87,70 @@ class _Gen:
             self.out.modules.append((node.path, ctor))
         for p in node.params:
             self.out.init[f"{node.path}.{p.name}"] = p.init
-        return rule.call(node, args, f"m.{ident(node.path)}")
+        mod = f"m.{ident(node.path)}"
+        plain = f"{', '.join(outs)} = {rule.call(node, args, mod)}"
+        why = incremental_blocker(node)
+        if why is not None and not self.out.blocker:
+            self.out.blocker = why
+        key = repr(node.path) if suffixes == ("",) else f"{node.path!r} + sfx"
+        step = None if rule.step is None else rule.step(node, args, mod, outs, key)
+        if step is None:
+            return [indent + plain]
+        keys = [node.path + s for s in suffixes]
+        self.out.state_keys += keys
+        if node.op == "scan":
+            self.out.initial_keys += keys
+        self.out.grows = self.out.grows or rule.grows(node)
+        return [
+            f"{indent}if inc:",
+            *(f"{indent}    {s}" for s in step),
+            f"{indent}else:",
+            f"{indent}    {plain}",
+        ]
 
-    def loop(self, node: Node, arg: str, out: str, indent: str) -> list[str]:
+    def loop(
+        self, node: Node, arg: str, out: str, indent: str, suffixes: tuple[str, ...]
+    ) -> list[str]:
+        steps, copies = node.attrs["steps"], node.attrs["copies"]
         fns = []
         for c, region in enumerate(node.regions):
             name = f"_{ident(node.path)}_{c}"
-            inner, result = self.body(region, "x", "    ")
+            mine = tuple(f"{s}#{i}" for s in suffixes for i in range(steps) if i % copies == c)
+            inner, result = self.body(region, "x", "    ", mine)
             self.functions.append(
-                f"def {name}(self, m, x, state, new_state):\n"
+                f"def {name}(self, m, x, inc, pos, state, new_state, sfx):\n"
+                + f'    """Step of loop {node.path} with weight copy {c}; sfx names the step."""\n'
                 + "\n".join(inner)
                 + f"\n    return {result}\n"
             )
             fns.append(name)
-        steps, copies = node.attrs["steps"], node.attrs["copies"]
+        sfx = 'f"#{_step}"' if suffixes == ("",) else 'f"{sfx}#{_step}"'
+        rest = f"{out}, inc, pos, state, new_state, {sfx})"
         lines = [f"{indent}{out} = {arg}", f"{indent}for _step in range({steps}):"]
         if copies == 1:
-            lines.append(f"{indent}    {out} = {fns[0]}(self, m, {out}, state, new_state)")
+            lines.append(f"{indent}    {out} = {fns[0]}(self, m, {rest}")
         else:
             table = f"_{ident(node.path)}_copies"
             self.functions.append(f"{table} = ({', '.join(fns)},)\n")
-            lines.append(
-                f"{indent}    {out} = {table}[_step % {copies}](self, m, {out}, state, new_state)"
-            )
+            lines.append(f"{indent}    {out} = {table}[_step % {copies}](self, m, {rest}")
         return lines
+
+
+def _set(keys: list[str]) -> str:
+    """A frozenset literal, one key per line."""
+    if not keys:
+        return "frozenset()"
+    return "frozenset({\n" + "".join(f"    {k!r},\n" for k in keys) + "})"
 
 
 def model_source(graph: Graph, base: str = "nn.Module") -> ModelSource:
     """Module-level source defining `class Model(<base>)` for `graph`."""
     gen = _Gen()
+    gen.use(L.open_state)
     lines, result = gen.body(graph, "x", "        ")
-    init_lines = [f"        L.place(self, {path!r}, {ctor})" for path, ctor in gen.out.modules]
-    ns = ", ".join(f"{ident(p)}=self.get_submodule({p!r})" for p, _ in gen.out.modules)
+    out = gen.out
+    init_lines = [f"        L.place(self, {path!r}, {ctor})" for path, ctor in out.modules]
+    ns = ", ".join(f"{ident(p)}=self.get_submodule({p!r})" for p, _ in out.modules)
     text = "\n".join(
         [
             *gen.functions,
@@ -108,10 +165,27 @@ def model_source(graph: Graph, base: str = "nn.Module") -> ModelSource:
             "    def reset_parameters(self, seed: int | None = None) -> None:",
             "        L.init_parameters(self, INIT, seed)",
             "",
+            "    def incremental_support(self) -> tuple[bool, str]:",
+            '        """(True, "") if forward can continue a sequence from a state, else',
+            '        (False, why)."""',
+            "        return not BLOCKER, BLOCKER",
+            "",
+            "    def constant_state(self) -> bool:",
+            '        """True if the carried state keeps its size as tokens are added."""',
+            "        return CONSTANT_STATE",
+            "",
             "    def forward(self, x, state=None, return_state=False):",
-            '        """x: token ids (B, T) or features (B, T, D) -> (B, T, out)."""',
+            '        """x: token ids (B, T) or features (B, T, D) -> (B, T, out).',
+            "",
+            "        `y, state = forward(x, return_state=True)` also returns the state after x;",
+            "        `forward(x_next, state=state, ...)` continues that sequence from it.",
+            '        """',
             "        m = self._m",
-            "        new_state = {}",
+            "        inc = state is not None or return_state",
+            "        pos, new_state = 0, None",
+            "        if inc:",
+            "            pos, state = L.open_state(state, STATE_KEYS, INITIAL_KEYS, BLOCKER)",
+            "            new_state = {'_pos': pos + x.shape[1]}",
             *lines,
             "        if return_state:",
             f"            return {result}, new_state",
@@ -119,6 +193,17 @@ def model_source(graph: Graph, base: str = "nn.Module") -> ModelSource:
             "",
         ]
     )
-    init = "INIT = {\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in gen.out.init.items()) + "}\n"
-    gen.out.text = init + "\n\n" + text
-    return gen.out
+    init = "INIT = {\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in out.init.items()) + "}\n"
+    meta = "\n".join(
+        [
+            "# The carried state of forward(..., return_state=True): '_pos' (tokens seen) and",
+            "# these entries; a new sequence may set INITIAL_KEYS (recurrent carries) alone.",
+            f"STATE_KEYS = {_set(out.state_keys)}",
+            f"INITIAL_KEYS = {_set(out.initial_keys)}",
+            f"BLOCKER = {out.blocker!r}  # why it cannot continue a sequence ('' if it can)",
+            f"CONSTANT_STATE = {not out.blocker and not out.grows!r}  # same size after any tokens",
+            "",
+        ]
+    )
+    out.text = init + "\n" + meta + "\n\n" + text
+    return out

@@ -23,8 +23,15 @@ class CompiledModel(nn.Module):
     """Base class of every compiled model.
 
     `forward(x, state=None, return_state=False)`: x is token ids (B, T) or features
-    (B, T, D); returns (B, T, out), plus a dict of final recurrent states keyed by
-    layer path when `return_state` is set. `graph` is the IR it was generated from,
+    (B, T, D); returns (B, T, out), plus the state after x when `return_state` is set.
+    Passing that state back continues the sequence (causal models only; see
+    `incremental_support`): chunked calls give the same outputs as one full call.
+
+    The state is a dict: '_pos' (int, tokens seen so far) and one entry per stateful
+    node, keyed by its path (with '#<step>' per loop step): attention KV caches
+    `(k, v)`, each (B, KV, C, hd); causal conv1d inputs (B, reach, D); scan carries
+    `h` or `(h, c)`, each (layers * dirs, B, hidden). A dict without '_pos' starts a new
+    sequence with initial scan carries. `graph` is the IR it was generated from,
     `source` the generated Python.
     """
 
@@ -34,6 +41,15 @@ class CompiledModel(nn.Module):
     def num_parameters(self) -> int:
         """Distinct trainable parameters (tied weights counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def incremental_support(self) -> tuple[bool, str]:
+        """(True, "") if forward can continue a sequence from a state, else (False, why)."""
+        raise NotImplementedError  # generated per model
+
+    def constant_state(self) -> bool:
+        """True if the state stays the same size as tokens are added (no growing KV cache):
+        each further token then costs constant work."""
+        raise NotImplementedError  # generated per model
 
 
 def compile_graph(graph: Graph, seed: int | None = 0) -> CompiledModel:

@@ -17,6 +17,11 @@ state_dict saved from one loads into the other:
     model = Model()
     model.load_state_dict(state_dict)       # or model.reset_parameters(seed=0)
     logits = model(tokens)                  # (B, T) -> (B, T, vocab)
+
+Causal models also run chunk by chunk (generation), carrying a state:
+
+    logits, state = model(prompt, return_state=True)
+    logits, state = model(next_tokens, state=state, return_state=True)
 """
 
 from __future__ import annotations

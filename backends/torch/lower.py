@@ -5,6 +5,12 @@ one, and (b) the expression that computes its outputs from input variable names.
 same text builds the in-memory module (compiled with `exec`, as torch.fx does) and the
 standalone model.py, so the two cannot drift apart. Values in the text come only from
 validated IR attributes, written with `repr`.
+
+For running a sequence chunk by chunk (generation), a rule also says how its op
+behaves in time: `per_token` ops need nothing carried between chunks (positions read
+the offset `pos`); stateful ops give `step`, the statements of their incremental form,
+which read their entry of `state` and write it to `new_state`; `blocker` names a
+node that looks at future tokens, so the model cannot run incrementally at all.
 """
 
 from __future__ import annotations
@@ -18,15 +24,35 @@ from archc.ir.types import TensorType, Type
 
 Ctor = Callable[[Node, list[Type]], str | None]
 Call = Callable[[Node, list[str], str], str]
+# (node, input names, module expr, output names, state key expr) -> statements, or None
+# when this node needs no carried state.
+Step = Callable[[Node, list[str], str, list[str], str], list[str] | None]
+
+
+def _never(node: Node) -> None:
+    return None
+
+
+def _no_growth(node: Node) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
 class Rule:
-    """How one op lowers: module constructor text, call text, helper definitions used."""
+    """How one op lowers: module constructor text, call text, helper definitions used.
+
+    Incremental form: `per_token` (output t depends on inputs at t only), else `step`;
+    `blocker(node)` is why the node cannot run incrementally (None if it can);
+    `grows(node)` is whether its carried state grows with every token (a KV cache).
+    """
 
     ctor: Ctor
     call: Call
     deps: tuple[object, ...] = ()
+    per_token: bool = False
+    step: Step | None = None
+    blocker: Callable[[Node], str | None] = _never
+    grows: Callable[[Node], bool] = _no_growth
 
 
 def _width(t: Type) -> int:
@@ -82,6 +108,20 @@ def _conv_ctor(node: Node, ins: list[Type]) -> str:
     )
 
 
+def _conv_step(
+    node: Node, args: list[str], mod: str, outs: list[str], key: str
+) -> list[str] | None:
+    if not node.attrs["causal"]:
+        return None
+    return [f"{outs[0]}, new_state[{key}] = {mod}.step({args[0]}, state.get({key}))"]
+
+
+def _conv_blocker(node: Node) -> str | None:
+    if node.attrs["causal"]:
+        return None
+    return f"{node.path}: conv1d with causal=false reads future inputs"
+
+
 def _posenc_ctor(node: Node, ins: list[Type]) -> str:
     a, d = node.attrs, _width(ins[0])
     if a["kind"] == "learned":
@@ -97,6 +137,25 @@ def _attention_call(node: Node, args: list[str], mod: str) -> str:
         f"L.attention({args[0]}, {args[1]}, {args[2]}, {a['heads']!r}, {a['kv_heads']!r}, "
         f"{a['mask'] == 'causal'!r}, {a['window']!r}, {a['dropout']!r}, self.training)"
     )
+
+
+def _attention_step(
+    node: Node, args: list[str], mod: str, outs: list[str], key: str
+) -> list[str] | None:
+    a = node.attrs
+    if a["mask"] != "causal":
+        return None
+    return [
+        f"{outs[0]}, new_state[{key}] = L.attention_step({args[0]}, {args[1]}, {args[2]}, "
+        f"state.get({key}), {a['heads']!r}, {a['kv_heads']!r}, {a['window']!r}, "
+        f"{a['dropout']!r}, self.training)"
+    ]
+
+
+def _attention_blocker(node: Node) -> str | None:
+    if node.attrs["mask"] == "causal":
+        return None
+    return f"{node.path}: attention with mask '{node.attrs['mask']}' attends to future tokens"
 
 
 _RNN_CLASS = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn_tanh": "nn.RNN", "rnn_relu": "nn.RNN"}
@@ -116,38 +175,88 @@ def _scan_ctor(node: Node, ins: list[Type]) -> str:
 
 def _scan_call(node: Node, args: list[str], mod: str) -> str:
     # nn.LSTM/GRU/RNN: the fused ATen sequential kernels, exact oracles of themselves.
-    return f"{mod}({args[0]}, None if state is None else state.get({node.path!r}))"
+    return f"{mod}({args[0]})"
+
+
+def _scan_step(node: Node, args: list[str], mod: str, outs: list[str], key: str) -> list[str]:
+    # The carry is the node's second output. A bidirectional scan cannot continue, but
+    # still takes initial carries and returns its final ones.
+    return [
+        f"{', '.join(outs)} = {mod}({args[0]}, state.get({key}))",
+        f"new_state[{key}] = {outs[1]}",
+    ]
+
+
+def _scan_blocker(node: Node) -> str | None:
+    if not node.attrs["bidirectional"]:
+        return None
+    return f"{node.path}: a bidirectional {node.attrs['cell']} reads the sequence backwards"
 
 
 RULES: dict[str, Rule] = {
     "embed": Rule(
         lambda n, i: f"nn.Embedding({n.attrs['vocab']!r}, {n.attrs['dim']!r})",
         lambda n, a, m: f"{m}({a[0]})",
+        per_token=True,
     ),
-    "linear": Rule(_linear_ctor, _linear_call, (L.Bias,)),
-    "norm": Rule(_norm_ctor, lambda n, a, m: f"{m}({a[0]})"),
-    "pointwise": Rule(_no_module, lambda n, a, m: _POINTWISE[n.attrs["fn"]].format(x=a[0])),
-    "binary": Rule(_no_module, lambda n, a, m: _BINARY[n.attrs["fn"]].format(a=a[0], b=a[1])),
+    "linear": Rule(_linear_ctor, _linear_call, (L.Bias,), per_token=True),
+    "norm": Rule(_norm_ctor, lambda n, a, m: f"{m}({a[0]})", per_token=True),
+    "pointwise": Rule(
+        _no_module, lambda n, a, m: _POINTWISE[n.attrs["fn"]].format(x=a[0]), per_token=True
+    ),
+    "binary": Rule(
+        _no_module,
+        lambda n, a, m: _BINARY[n.attrs["fn"]].format(a=a[0], b=a[1]),
+        per_token=True,
+    ),
     "split": Rule(
-        _no_module, lambda n, a, m: f"torch.split({a[0]}, {list(n.attrs['sizes'])!r}, dim=-1)"
+        _no_module,
+        lambda n, a, m: f"torch.split({a[0]}, {list(n.attrs['sizes'])!r}, dim=-1)",
+        per_token=True,
     ),
     "dropout": Rule(
-        _no_module, lambda n, a, m: f"F.dropout({a[0]}, {n.attrs['p']!r}, self.training)"
+        _no_module,
+        lambda n, a, m: f"F.dropout({a[0]}, {n.attrs['p']!r}, self.training)",
+        per_token=True,
     ),
-    "conv1d": Rule(_conv_ctor, lambda n, a, m: f"{m}({a[0]})", (L.CausalConv1d,)),
+    "conv1d": Rule(
+        _conv_ctor,
+        lambda n, a, m: f"{m}({a[0]})",
+        (L.CausalConv1d,),
+        step=_conv_step,
+        blocker=_conv_blocker,
+    ),
+    # Positions read the offset `pos` of the chunk (0 when not continuing a sequence).
     "posenc": Rule(
         _posenc_ctor,
-        lambda n, a, m: f"{m}({a[0]})",
-        (L.LearnedPositions, L.SinusoidalPositions, L.Rotary),
+        lambda n, a, m: f"{m}({a[0]}, pos)",
+        (L.position_rows, L.LearnedPositions, L.SinusoidalPositions, L.Rotary),
+        per_token=True,
     ),
-    "attention": Rule(_no_module, _attention_call, (L.attention,)),
-    "scan": Rule(_scan_ctor, _scan_call),
+    "attention": Rule(
+        _no_module,
+        _attention_call,
+        (L.attention, L.attention_step),
+        step=_attention_step,
+        blocker=_attention_blocker,
+        grows=lambda n: n.attrs["window"] is None,
+    ),
+    "scan": Rule(_scan_ctor, _scan_call, step=_scan_step, blocker=_scan_blocker),
 }
 
 
 def ident(path: str) -> str:
     """The attribute name a module at `path` gets in the generated code's namespace."""
     return "".join(ch if ch.isalnum() else "_" for ch in path)
+
+
+def incremental_blocker(node: Node) -> str | None:
+    """Why `node` stops its model from running chunk by chunk (None if it does not)."""
+    rule = get_rule(node.op)
+    why = rule.blocker(node)
+    if why is None and not rule.per_token and rule.step is None:
+        why = f"{node.path}: op '{node.op}' has no incremental form in the torch backend"
+    return why
 
 
 def get_rule(op: str) -> Rule:

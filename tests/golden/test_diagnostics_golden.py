@@ -188,6 +188,14 @@ def test_case_coverage() -> None:
         "override-unknown-path",
         "override-bad-value",
         "nested-repeat-bomb",
+        "train-unknown-key",
+        "train-unknown-task",
+        "train-bad-task-param",
+        "train-curriculum-step",
+        "train-curriculum-param",
+        "train-curriculum-multi-head",
+        "train-override-unknown-key",
+        "train-betas-out-of-range",
     ):
         assert any(needle in n for n in names), needle
 

@@ -40,6 +40,28 @@ class CausalConv1d(nn.Module):
         y = F.conv1d(h, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
         return y.transpose(1, 2)
 
+    def step(self, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal conv of a chunk x (B, T, D_in) that follows `past` (B, reach, D_in), the
+        last inputs before it (None: the sequence starts here, zeros as in forward).
+        Returns (B, T, D_out) and the last `reach` inputs to carry on."""
+        if past is None:
+            past = x.new_zeros(x.shape[0], self.reach, x.shape[2])
+        h = torch.cat([past, x], dim=1)
+        y = F.conv1d(
+            h.transpose(1, 2), self.weight, self.bias, dilation=self.dilation, groups=self.groups
+        )
+        return y.transpose(1, 2), h[:, h.shape[1] - self.reach :]
+
+
+def position_rows(table: torch.Tensor, pos: int, t: int) -> torch.Tensor:
+    """Rows pos..pos+t-1 of a (max_len, D) position table; past its end is an error."""
+    if pos + t > table.shape[0]:
+        raise ValueError(
+            f"position {pos + t} exceeds posenc max_len {table.shape[0]} "
+            f"(sequence of {t} tokens at offset {pos})"
+        )
+    return table[pos : pos + t]
+
 
 class LearnedPositions(nn.Module):
     """Adds a learned (max_len, D) table of position vectors to (B, T, D)."""
@@ -48,11 +70,9 @@ class LearnedPositions(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(max_len, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[1]
-        if t > self.weight.shape[0]:
-            raise ValueError(f"sequence length {t} exceeds posenc max_len {self.weight.shape[0]}")
-        return x + self.weight[:t]
+    def forward(self, x: torch.Tensor, pos: int = 0) -> torch.Tensor:
+        """(B, T, D) at absolute positions pos..pos+T-1 -> (B, T, D)."""
+        return x + position_rows(self.weight, pos, x.shape[1])
 
 
 class SinusoidalPositions(nn.Module):
@@ -67,11 +87,9 @@ class SinusoidalPositions(nn.Module):
         table[:, 1::2] = torch.cos(pos * freq)
         self.register_buffer("table", table, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[1]
-        if t > self.table.shape[0]:
-            raise ValueError(f"sequence length {t} exceeds posenc max_len {self.table.shape[0]}")
-        return x + self.table[:t].to(x.dtype)
+    def forward(self, x: torch.Tensor, pos: int = 0) -> torch.Tensor:
+        """(B, T, D) at absolute positions pos..pos+T-1 -> (B, T, D)."""
+        return x + position_rows(self.table, pos, x.shape[1]).to(x.dtype)
 
 
 class Rotary(nn.Module):
@@ -84,23 +102,29 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv, persistent=False)
         self._cache: tuple[int, torch.device, torch.dtype, torch.Tensor, torch.Tensor] | None = None
 
-    def tables(self, t: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def tables(self, n: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin tables (>= n, hd) for positions 0, 1, ..., in x's dtype and device."""
         c = self._cache
         # Tables made under inference_mode cannot be saved for backward: rebuild them
         # when the mode differs from the cached tables'.
         stale = c is not None and c[3].is_inference() != torch.is_inference_mode_enabled()
-        if c is None or stale or c[0] < t or c[1] != x.device or c[2] != x.dtype:
-            ang = torch.outer(
-                torch.arange(t, device=x.device, dtype=torch.float32), self.inv_freq.to(x.device)
-            )
-            ang = torch.cat([ang, ang], dim=-1)  # (T, hd)
-            c = (t, x.device, x.dtype, ang.cos().to(x.dtype), ang.sin().to(x.dtype))
+        if c is None or stale or c[0] < n or c[1] != x.device or c[2] != x.dtype:
+            # Token-by-token decoding asks for one more position per call: grow
+            # geometrically so the tables are rebuilt O(log T) times, not T times.
+            if c is not None and not stale and c[0] < n:
+                n = max(n, 2 * c[0])
+            inv = self.inv_freq.to(x.device)
+            ang = torch.outer(torch.arange(n, device=x.device, dtype=inv.dtype), inv)
+            ang = torch.cat([ang, ang], dim=-1)  # (n, hd)
+            c = (n, x.device, x.dtype, ang.cos().to(x.dtype), ang.sin().to(x.dtype))
             self._cache = c
-        return c[3][:t], c[4][:t]
+        return c[3], c[4]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: int = 0) -> torch.Tensor:
+        """(B, T, H*hd) at absolute positions pos..pos+T-1 -> (B, T, H*hd)."""
         b, t, _ = x.shape
-        cos, sin = self.tables(t, x)
+        cos, sin = self.tables(pos + t, x)
+        cos, sin = cos[pos : pos + t], sin[pos : pos + t]
         h = x.view(b, t, self.heads, self.head_dim)
         half = self.head_dim // 2
         rotated = torch.cat([-h[..., half:], h[..., :half]], dim=-1)
@@ -137,6 +161,89 @@ def attention(
         allowed = (dist >= 0) & (dist < window) if causal else dist.abs() < window
         y = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, dropout_p=p)
     return y.transpose(1, 2).reshape(b, t, d)
+
+
+def attention_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache: tuple[torch.Tensor, torch.Tensor] | None,
+    heads: int,
+    kv_heads: int,
+    window: int | None,
+    dropout: float,
+    training: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Causal attention of a chunk that continues a sequence, through SDPA.
+
+    q (B, T, H*hd), k/v (B, T, KV*hd) are the chunk's projections (rope applied);
+    `cache` holds the keys and values of the positions before it, each (B, KV, C, hd),
+    or None at the start. Returns (B, T, H*hd) and the new cache; with a `window` only
+    its last window-1 positions are kept (all that a later query can reach), so the
+    cache stays a constant size.
+    """
+    b, t, d = q.shape
+    hd = d // heads
+    qh = q.view(b, t, heads, hd).transpose(1, 2)
+    kh = k.view(b, t, kv_heads, hd).transpose(1, 2)
+    vh = v.view(b, t, kv_heads, hd).transpose(1, 2)
+    if cache is not None:
+        kh = torch.cat([cache[0], kh], dim=2)
+        vh = torch.cat([cache[1], vh], dim=2)
+    n = kh.shape[2]  # cached positions + this chunk
+    keep = n if window is None else min(n, window - 1)
+    new_cache = (kh[:, :, n - keep :], vh[:, :, n - keep :])
+    if kv_heads != heads:
+        kh = kh.repeat_interleave(heads // kv_heads, dim=1)
+        vh = vh.repeat_interleave(heads // kv_heads, dim=1)
+    p = dropout if training else 0.0
+    if t == 1:
+        # One query sees every cached key (a windowed cache holds only reachable ones).
+        y = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=p)
+    elif n == t and window is None:
+        y = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=p, is_causal=True)
+    else:
+        # Query i sits at n - t + i in the key frame: it sees keys j <= n - t + i, and
+        # with a window only those less than `window` positions back.
+        i = torch.arange(n - t, n, device=q.device)[:, None]
+        dist = i - torch.arange(n, device=q.device)[None, :]
+        mask = (dist >= 0) if window is None else (dist >= 0) & (dist < window)
+        y = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=p)
+    return y.transpose(1, 2).reshape(b, t, d), new_cache
+
+
+def open_state(
+    state: dict[str, object] | None,
+    keys: frozenset[str],
+    initial: frozenset[str],
+    blocker: str,
+) -> tuple[int, dict[str, object]]:
+    """Check a state passed to forward; returns (position offset, state entries).
+
+    A state returned by `forward(..., return_state=True)` has '_pos' and continues its
+    sequence. A dict without '_pos' starts a new sequence and may only set initial
+    carries of recurrent layers (`initial`). `blocker` is why this model cannot
+    continue a sequence ('' if it can).
+    """
+    if state is None:
+        return 0, {}
+    unknown = set(state) - keys - {"_pos"}
+    if unknown:
+        raise ValueError(f"state entries {sorted(unknown)} do not belong to this model")
+    if "_pos" not in state:
+        carried = sorted(set(state) - initial)
+        if carried:
+            raise ValueError(
+                f"state entries {carried} need the state's '_pos': pass a state "
+                "returned by forward(..., return_state=True)"
+            )
+        return 0, state
+    if blocker:
+        raise ValueError(f"this model cannot continue from a state: {blocker}")
+    pos = state["_pos"]
+    if not isinstance(pos, int):
+        raise ValueError(f"state['_pos'] must be an int, got {type(pos).__name__}")
+    return pos, state
 
 
 def place(root: nn.Module, path: str, module: nn.Module) -> nn.Module:

@@ -1,0 +1,61 @@
+"""A trained run reopened for `archc eval` and `archc generate`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from archc.api import compile as compile_spec
+from archc.api import load
+from archc.backends.torch.compiled import CompiledModel
+from archc.frontend.schema import Spec
+from archc.runtime import checkpoint as ckpt
+from archc.runtime.curriculum import CurriculumState
+from archc.runtime.distributed import pick_device
+from archc.runtime.objective import evaluate
+from archc.runtime.prepare import build_curriculum, build_task, check_model_fits
+from archc.runtime.rundir import SPEC, find_run
+from archc.runtime.tasks import Task
+from archc.runtime.train import autocast_for
+
+
+@dataclass
+class Session:
+    """A run's spec, task (at the curriculum level reached) and trained model."""
+
+    spec: Spec
+    task: Task
+    curriculum: CurriculumState
+    model: CompiledModel
+    step: int
+    device: torch.device
+
+
+def open_run(run_dir: Path, data: Path | None = None, device: str = "auto") -> Session:
+    """Rebuild the model of `run_dir` and load its last checkpoint."""
+    find_run(run_dir)
+    overrides = [f"train.data={json.dumps(str(data.resolve()))}"] if data is not None else []
+    spec = load(run_dir / SPEC, overrides)
+    task = build_task(spec)
+    curriculum = build_curriculum(spec, task)
+    model = compile_spec(spec, seed=spec.train.seed)
+    check_model_fits(spec, model.graph, task, curriculum.heads)
+    dev = pick_device(device)
+    state = ckpt.load(run_dir / ckpt.CHECKPOINT, dev)
+    model.load_state_dict(state["model"])
+    curriculum.load_state_dict(state["curriculum"])
+    model.to(dev).eval()
+    return Session(spec, task, curriculum, model, int(state["step"]), dev)
+
+
+def evaluate_run(session: Session, batches: int | None = None) -> dict[str, float]:
+    """Eval metrics of a run: text over its whole held-out split, tasks on fixed batches."""
+    cfg = session.spec.train
+    task = session.curriculum.task()
+    count = batches if batches is not None else (None if task.is_text else 4 * cfg.eval_batches)
+    stream = task.eval_batches(cfg.batch_size, count, cfg.seed)
+    autocast = autocast_for(cfg.precision, session.device)
+    return evaluate(session.model, session.curriculum, stream, session.device, autocast)
