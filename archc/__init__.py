@@ -61,6 +61,7 @@ __all__ = [
     "load_spec",
     "register_component",
     "to_graph",
+    "train",
 ]
 __version__ = "0.1.0"
 
@@ -70,4 +71,8 @@ def __getattr__(name: str) -> Any:
         from archc.backends.torch.compiled import CompiledModel
 
         return CompiledModel
+    if name == "train":  # archc.train(spec, run_dir): the loop behind `archc train`
+        from archc.runtime.train import train
+
+        return train
     raise AttributeError(f"module 'archc' has no attribute {name!r}")

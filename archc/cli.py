@@ -251,8 +251,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from archc.runtime.session import evaluate_run, open_run
 
-    session = open_run(Path(args.run), Path(args.data) if args.data else None, args.device)
-    metrics = evaluate_run(session, args.batches)
+    session = open_run(Path(args.run), args.device)
+    metrics = evaluate_run(session, args.batches, Path(args.data) if args.data else None)
     if args.json:
         print(json.dumps({"run": args.run, "step": session.step, **metrics}, indent=2))
         return EXIT_OK
@@ -382,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Loss, accuracy and (for text) bits per byte of a run's last checkpoint.",
     )
     e.add_argument("run", metavar="RUN_DIR")
-    e.add_argument("--data", metavar="FILE", help="evaluate on this text file's held-out split")
+    e.add_argument(
+        "--data", metavar="FILE", help="score all of this text file (default: held-out split)"
+    )
     e.add_argument("--batches", type=int, help="evaluation batches (default: all / 4x eval)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--json", action="store_true", help="machine-readable output")

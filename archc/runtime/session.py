@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import torch
 from archc.api import compile as compile_spec
 from archc.api import load
 from archc.backends.torch.compiled import CompiledModel
+from archc.diagnostics import error
 from archc.frontend.schema import Spec
 from archc.runtime import checkpoint as ckpt
 from archc.runtime.curriculum import CurriculumState
@@ -18,7 +19,8 @@ from archc.runtime.distributed import pick_device
 from archc.runtime.objective import evaluate
 from archc.runtime.prepare import build_curriculum, build_task, check_model_fits
 from archc.runtime.rundir import SPEC, find_run
-from archc.runtime.tasks import Task
+from archc.runtime.tasks import Task, TaskError
+from archc.runtime.tasks.text import TextTask, load_bytes
 from archc.runtime.train import autocast_for
 
 
@@ -34,11 +36,10 @@ class Session:
     device: torch.device
 
 
-def open_run(run_dir: Path, data: Path | None = None, device: str = "auto") -> Session:
+def open_run(run_dir: Path, device: str = "auto") -> Session:
     """Rebuild the model of `run_dir` and load its last checkpoint."""
     find_run(run_dir)
-    overrides = [f"train.data={json.dumps(str(data.resolve()))}"] if data is not None else []
-    spec = load(run_dir / SPEC, overrides)
+    spec = load(run_dir / SPEC)
     task = build_task(spec)
     curriculum = build_curriculum(spec, task)
     model = compile_spec(spec, seed=spec.train.seed)
@@ -51,11 +52,24 @@ def open_run(run_dir: Path, data: Path | None = None, device: str = "auto") -> S
     return Session(spec, task, curriculum, model, int(state["step"]), dev)
 
 
-def evaluate_run(session: Session, batches: int | None = None) -> dict[str, float]:
-    """Eval metrics of a run: text over its whole held-out split, tasks on fixed batches."""
+def evaluate_run(
+    session: Session, batches: int | None = None, data: Path | None = None
+) -> dict[str, float]:
+    """Eval metrics of a run: text over its held-out split (or all of `data`), tasks on
+    fixed seeded batches."""
     cfg = session.spec.train
     task = session.curriculum.task()
     count = batches if batches is not None else (None if task.is_text else 4 * cfg.eval_batches)
-    stream = task.eval_batches(cfg.batch_size, count, cfg.seed)
+    if data is not None:
+        if not isinstance(task, TextTask):
+            raise error(f"--data applies to text runs; this run trains on '{task.name}'")
+        try:
+            stream = task.tiled_batches(load_bytes(data), cfg.batch_size, count)
+            first = next(stream)
+        except TaskError as exc:
+            raise error(f"--data {data}: {exc}", hint=exc.hint) from exc
+        stream = itertools.chain([first], stream)
+    else:
+        stream = task.eval_batches(cfg.batch_size, count, cfg.seed)
     autocast = autocast_for(cfg.precision, session.device)
     return evaluate(session.model, session.curriculum, stream, session.device, autocast)

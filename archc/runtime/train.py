@@ -317,10 +317,10 @@ class Trainer:
 
 
 def train(
-    spec: Spec, run_dir: Path, resume: bool = False, show_progress: bool = True
+    spec: Spec, run_dir: str | Path, resume: bool = False, show_progress: bool = True
 ) -> RunSummary:
-    """Train `spec` (its `train:` section) into `run_dir`."""
-    trainer = Trainer(spec, run_dir, show_progress)
+    """Train `spec` (its `train:` section) into `run_dir`; see `Trainer`."""
+    trainer = Trainer(spec, Path(run_dir), show_progress)
     try:
         return trainer.run(resume)
     finally:

@@ -147,3 +147,33 @@ def test_eval_and_generate_need_a_run(tmp_path: Path, monkeypatch: pytest.Monkey
     for argv in (["eval", "nope"], ["generate", "nope", "--prompt", "x"]):
         code, err = _run(argv)
         assert code == 2 and "no run directory" in err, err
+
+
+def test_eval_data_scores_every_byte_of_the_file(
+    text_spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from archc.runtime.session import open_run
+
+    assert _run(["train", str(text_spec), "--out", "run", "-q"])[0] == 0
+    other = tmp_path / "other.txt"
+    other.write_bytes(bytes(range(40, 89)))  # 49 bytes = 3 windows of 16 (+1)
+    capsys.readouterr()
+    code, err = _run(["eval", "run", "--data", str(other), "--json"])
+    assert code == 0, err
+    got = json.loads(capsys.readouterr().out)
+    # Oracle: the three non-overlapping windows by hand.
+    model = open_run(tmp_path / "run", device="cpu").model
+    data = torch.tensor(list(other.read_bytes()))
+    with torch.no_grad():
+        x = data[:48].view(3, 16)
+        y = data[1:49].view(3, 16)
+        want = F.cross_entropy(model(x).reshape(-1, 256), y.reshape(-1)).item()
+    assert got["loss"] == pytest.approx(want, rel=1e-5)
+    code, err = _run(["eval", "run", "--data", str(tmp_path / "nope.txt")])
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+    (tmp_path / "short.txt").write_text("tiny")
+    code, err = _run(["eval", "run", "--data", str(tmp_path / "short.txt")])
+    assert code == 2 and "fewer than one window" in err, err

@@ -71,3 +71,20 @@ def test_looped_spec_has_one_block_of_parameters() -> None:
     n_unrolled = sum(p.numel() for p in unrolled.parameters())
     block = (n_unrolled - n_loop) // 3  # tie=none holds 4 copies instead of 1
     assert n_unrolled == n_loop + 3 * block and block > 0
+
+
+@pytest.mark.parametrize("spec", SPEC_FILES, ids=lambda p: p.name)
+def test_spec_smoke_trains_with_archc_train(spec: Path, tmp_path: Path) -> None:
+    """Three steps of the real training loop: on the spec's own task when it has one,
+    else on the copy task (vocab 10 fits every library LM)."""
+    from archc.runtime.train import train
+
+    base = archc.load(spec)
+    overrides = ["train.steps=3", "train.batch_size=2", "train.eval_batches=1"]
+    if base.train.task is None:
+        overrides += ["train.task={name: copy, length: 4}", "train.seq_len=16"]
+    else:
+        overrides += [f"train.seq_len={min(base.train.seq_len, 64)}"]
+    summary = train(archc.load(spec, overrides), tmp_path / "run", show_progress=False)
+    assert summary.steps == 3 and summary.loss == summary.loss  # finite, not NaN
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()

@@ -88,14 +88,20 @@ class TextTask(Task):
         return Batch(window[:, :-1], window[:, 1:].clone())
 
     def eval_batches(self, size: int, count: int | None, seed: int) -> Iterator[Batch]:
-        """The held-out part in order, every byte after the first scored exactly once.
+        """The held-out part in order (see `tiled_batches`). `seed` is unused."""
+        return self.tiled_batches(self.eval_bytes, size, count)
+
+    def tiled_batches(self, part: torch.Tensor, size: int, count: int | None) -> Iterator[Batch]:
+        """`part` (N,) bytes in order, every byte after the first scored exactly once.
 
         Windows start every T bytes, so their targets tile the part without overlap. When
         T does not divide the part, one last window ends at the part's end, with its
         already-scored targets set to IGNORE. Batches hold `size` windows (the last may
-        hold fewer); at most `count` batches when given. `seed` is unused: no randomness.
+        hold fewer); at most `count` batches when given. Needs N >= T + 1.
         """
-        t, n = self.seq_len, self.eval_bytes.numel()
+        t, n = self.seq_len, part.numel()
+        if n < t + 1:
+            raise TaskError(f"{n} bytes are fewer than one window of seq_len + 1 = {t + 1}")
         starts = torch.arange(0, n - t, t)  # every start s with s + t + 1 <= n
         tail = (n - 1) - starts.numel() * t  # targets left after the tiled windows
         if tail:
@@ -103,7 +109,7 @@ class TextTask(Task):
         firsts = range(0, starts.numel(), size)
         for first in firsts if count is None else firsts[:count]:
             chunk = starts[first : first + size]
-            batch = self._windows(self.eval_bytes, chunk)
+            batch = self._windows(part, chunk)
             if tail and first + chunk.numel() == starts.numel():
                 batch.targets[-1, : t - tail] = IGNORE
             yield batch
