@@ -292,10 +292,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from archc.bench.foundation import main as bench_main
+BENCH_SUITES = {
+    "foundation": "archc.bench.foundation",  # compile times, compiled vs hand-written fwd+bwd
+    "training": "archc.bench.training",  # archc train vs hand-written training loops
+    "scan": "archc.bench.scan",  # scan modes and kernels vs sequential loops
+}
 
-    bench_main(["--quick"] if args.quick else [])
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(BENCH_SUITES[args.suite])
+    module.main(["--quick"] if args.quick else [])
     return EXIT_OK
 
 
@@ -408,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmarks: compiled vs hand-written, compile times",
         description="Side-by-side benchmarks reported as ratios.",
+    )
+    b.add_argument(
+        "suite", nargs="?", default="foundation", choices=list(BENCH_SUITES), help="which"
     )
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.set_defaults(func=cmd_bench)

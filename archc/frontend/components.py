@@ -105,8 +105,42 @@ class RecurrentParams(Params):
     bias: bool = True
 
 
+ScanMode = Literal["auto", "sequential", "associative", "chunked", "newton"]
+
+
 class RnnParams(RecurrentParams):
-    act: Literal["tanh", "relu"] = "tanh"
+    """Elman RNN; `act: leaky` is the leaky / tau RNN h_t = (1 - 1/tau) h_{t-1} +
+    (1/tau) nonlinearity(W_ih x_t + W_hh h_{t-1} + b) with a trainable per-unit tau >= 1
+    (one layer, one direction)."""
+
+    act: Literal["tanh", "relu", "leaky"] = "tanh"
+    nonlinearity: Literal["tanh", "relu"] = Field(
+        default="tanh", description="the leaky RNN's nonlinearity (act: leaky only)"
+    )
+    mode: ScanMode = Field(default="auto", description="scan mode: auto | sequential")
+
+
+class MinRnnParams(Params):
+    """minGRU / minLSTM (Feng et al. 2024): gates read x_t only, so the recurrence is
+    linear in h and runs as a parallel scan."""
+
+    hidden: int | None = Field(default=None, gt=0)
+    bias: bool = True
+    mode: ScanMode = Field(default="auto", description="auto | sequential | associative | chunked")
+
+
+class SsmParams(Params):
+    """Diagonal linear state-space layer over D channels, each with `state` N states."""
+
+    hidden: int | None = Field(
+        default=None, gt=0, description="channels; must equal the input width (default)"
+    )
+    kind: Literal["s4d", "lru", "selective"] = "s4d"
+    state: int = Field(default=16, gt=0, description="states per channel (N)")
+    disc: Literal["zoh", "bilinear"] = Field(default="zoh", description="s4d discretisation")
+    mode: ScanMode = Field(
+        default="auto", description="auto | sequential | associative | chunked (not lru)"
+    )
 
 
 _TIE = re.compile(r"^(all|none|cycle\((\d+)\))$")
@@ -190,7 +224,10 @@ for _c in (
     ComponentDef("head", HeadParams, None, doc="output projection to the vocabulary"),
     ComponentDef("lstm", RecurrentParams, "hidden", doc="LSTM (sequential scan)"),
     ComponentDef("gru", RecurrentParams, "hidden", doc="GRU (sequential scan)"),
-    ComponentDef("rnn", RnnParams, "hidden", doc="Elman RNN, tanh or relu"),
+    ComponentDef("rnn", RnnParams, "hidden", doc="Elman RNN: tanh, relu or leaky (tau)"),
+    ComponentDef("mingru", MinRnnParams, "hidden", doc="minGRU: h = (1-z) h + z W_h x"),
+    ComponentDef("minlstm", MinRnnParams, "hidden", doc="minLSTM with normalised f/i gates"),
+    ComponentDef("ssm", SsmParams, "hidden", doc="diagonal SSM: s4d | lru | selective"),
     ComponentDef("loop", LoopParams, "steps", body=True, doc="looped (weight-tied) layers"),
     ComponentDef("repeat", RepeatParams, "n", body=True, doc="n untied copies of the body"),
 ):

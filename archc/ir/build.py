@@ -17,12 +17,15 @@ from archc.diagnostics import Collector, SourceLoc
 from archc.frontend.components import (
     AttentionParams,
     Conv1dParams,
+    MinRnnParams,
     MlpParams,
     RecurrentParams,
+    RnnParams,
+    SsmParams,
 )
 from archc.frontend.schema import Component, Layer, Ref, Spec
 from archc.ir.graph import Graph, Value
-from archc.ir.ops import ShapeError, get_op
+from archc.ir.ops import ShapeError, get_op, scan_modes
 from archc.ir.types import TensorType
 
 
@@ -334,6 +337,91 @@ def _recurrent(cell_of: Callable[[Component], str]) -> Builder:
     return build
 
 
+def _scan_mode(ctx: _Ctx, c: Component, cell: str, mode: str) -> str:
+    """Check a component's `mode` against what its cell supports."""
+    if mode == "newton":
+        raise ctx.fail(
+            f"'{c.kind}' mode 'newton' is reserved for a later change; "
+            f"use one of {scan_modes(cell)}",
+            c.loc_of("mode"),
+        )
+    if mode not in scan_modes(cell):
+        raise ctx.fail(
+            f"'{c.kind}' ({cell}) is not linear in its state, so mode '{mode}' does not "
+            f"apply; use one of {scan_modes(cell)}",
+            c.loc_of("mode"),
+        )
+    return mode
+
+
+def _rnn(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p: RnnParams = c.params  # type: ignore[assignment]
+    if p.act != "leaky":
+        if p.mode not in ("auto", "sequential"):
+            _scan_mode(ctx, c, f"rnn_{p.act}", p.mode)
+        return _recurrent(lambda c: f"rnn_{p.act}")(ctx, c, x, path)
+    cell = f"leaky_{p.nonlinearity}"
+    if p.layers != 1 or p.bidirectional:
+        raise ctx.fail(
+            "a leaky rnn has one layer and one direction; stack rnn layers instead", c.loc
+        )
+    return ctx.emit(
+        "scan",
+        {
+            "cell": cell,
+            "hidden": p.hidden or ctx.width(x),
+            "bias": p.bias,
+            "mode": _scan_mode(ctx, c, cell, p.mode),
+        },
+        [x],
+        path,
+        c.loc,
+    )
+
+
+def _min_rnn(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p: MinRnnParams = c.params  # type: ignore[assignment]
+    return ctx.emit(
+        "scan",
+        {
+            "cell": c.kind,
+            "hidden": p.hidden or ctx.width(x),
+            "bias": p.bias,
+            "mode": _scan_mode(ctx, c, c.kind, p.mode),
+        },
+        [x],
+        path,
+        c.loc,
+    )
+
+
+def _ssm(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    p: SsmParams = c.params  # type: ignore[assignment]
+    d = ctx.width(x)
+    if p.hidden is not None and p.hidden != d:
+        raise ctx.fail(
+            f"an ssm keeps the width: hidden={p.hidden} must equal the input width {d} "
+            "(put a linear before it to change the width)",
+            c.loc_of("hidden"),
+        )
+    if p.disc != "zoh" and p.kind != "s4d":
+        raise ctx.fail(f"disc applies to kind s4d only, not {p.kind}", c.loc_of("disc"))
+    cell = f"s4d_{p.disc}" if p.kind == "s4d" else p.kind
+    return ctx.emit(
+        "scan",
+        {
+            "cell": cell,
+            "hidden": d,
+            "bias": False,
+            "mode": _scan_mode(ctx, c, cell, p.mode),
+            "state": p.state,
+        },
+        [x],
+        path,
+        c.loc,
+    )
+
+
 def _region(
     ctx: _Ctx, body: tuple[Layer, ...], x: Value, prefix: str, loc: SourceLoc | None
 ) -> Graph:
@@ -422,7 +510,10 @@ BUILDERS: dict[str, Builder] = {
     "head": _head,
     "lstm": _recurrent(lambda c: "lstm"),
     "gru": _recurrent(lambda c: "gru"),
-    "rnn": _recurrent(lambda c: f"rnn_{c.params.act}"),  # type: ignore[attr-defined]
+    "rnn": _rnn,
+    "mingru": _min_rnn,
+    "minlstm": _min_rnn,
+    "ssm": _ssm,
     "loop": _loop,
     "repeat": _repeat,
 }

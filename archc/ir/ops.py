@@ -433,20 +433,66 @@ register_op(
 )
 
 # -- recurrences --------------------------------------------------------------------------------
+# Cells lowered to torch.nn.LSTM/GRU/RNN, with their gate counts.
 CELL_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+# Cells of backends/torch/modules/cells.py: leaky (tau) RNNs, minGRU/minLSTM, diagonal SSMs.
+NEW_CELLS = (
+    "leaky_tanh",
+    "leaky_relu",
+    "mingru",
+    "minlstm",
+    "s4d_zoh",
+    "s4d_bilinear",
+    "lru",
+    "selective",
+)
+SSM_CELLS = ("s4d_zoh", "s4d_bilinear", "lru", "selective")
+SCAN_MODES = ("sequential", "auto", "associative", "chunked")
+# Cells whose recurrence is linear and diagonal in h (h_t = a_t h_{t-1} + b_t, real a_t),
+# so every mode of backends/torch/scans/linear.py applies; the others are sequential.
+LINEAR_CELLS = ("mingru", "minlstm", "s4d_zoh", "s4d_bilinear", "selective")
+
+
+def scan_modes(cell: str) -> tuple[str, ...]:
+    """The `mode` values a scan with `cell` accepts (auto = the fastest that is exact)."""
+    return SCAN_MODES if cell in LINEAR_CELLS else ("sequential", "auto")
 
 
 def _scan_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
     t = _float_seq(ins[0], "scan")
-    dirs = 2 if attrs["bidirectional"] else 1
-    hs = TensorType((attrs["layers"] * dirs, "B", attrs["hidden"]))
-    parts = (("h", hs), ("c", hs)) if attrs["cell"] == "lstm" else (("h", hs),)
-    return (t.with_feature(attrs["hidden"] * dirs), StateType(parts))
+    cell, h = attrs["cell"], attrs["hidden"]
+    if attrs["mode"] not in scan_modes(cell):
+        raise ShapeError(
+            f"scan cell {cell} supports modes {scan_modes(cell)}, not {attrs['mode']!r}"
+        )
+    if cell in CELL_GATES:
+        dirs = 2 if attrs["bidirectional"] else 1
+        hs = TensorType((attrs["layers"] * dirs, "B", h))
+        parts = (("h", hs), ("c", hs)) if cell == "lstm" else (("h", hs),)
+        return (t.with_feature(h * dirs), StateType(parts))
+    if attrs["layers"] != 1 or attrs["bidirectional"]:
+        raise ShapeError(f"scan cell {cell} has one layer and one direction")
+    if cell in SSM_CELLS:
+        if h != t.feature:
+            raise ShapeError(
+                f"an ssm keeps the width: hidden={h} must equal the input width {t.feature}"
+            )
+        if attrs["state"] is None:
+            raise ShapeError(f"scan cell {cell} needs the attribute 'state'")
+        n = attrs["state"]
+        # LRU carries a complex state as (..., 2) real/imaginary pairs.
+        dims = ("B", h, n, 2) if cell == "lru" else ("B", h, n)
+        return (t, StateType((("h", TensorType(dims)),)))
+    return (t.with_feature(h), StateType((("h", TensorType(("B", h))),)))
 
 
 def _scan_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
-    """Parameters named exactly as torch.nn.LSTM/GRU/RNN name them."""
-    h, g = attrs["hidden"], CELL_GATES[attrs["cell"]]
+    """nn cells: parameters named exactly as torch.nn.LSTM/GRU/RNN name them; the others
+    as the attributes of their module in backends/torch/modules/cells.py."""
+    cell = attrs["cell"]
+    if cell not in CELL_GATES:
+        return _new_cell_params(attrs, _elems(ins[0]))
+    h, g = attrs["hidden"], CELL_GATES[cell]
     dirs = 2 if attrs["bidirectional"] else 1
     init = f"uniform({1.0 / math.sqrt(h)!r})"
     ps = []
@@ -466,8 +512,62 @@ def _scan_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
     return tuple(ps)
 
 
+def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
+    """Parameters of the cells.py cells. Decay rates (tau, A_log, log_dt, nu_log,
+    theta_log, dt_bias) get no weight decay: shrinking them towards 0 would change the
+    timescales, not regularise."""
+    cell, h, n = attrs["cell"], attrs["hidden"], attrs["state"]
+    u_in = f"uniform({1.0 / math.sqrt(d)!r})"
+    ps: list[ParamSpec] = []
+    if cell.startswith("leaky_"):
+        u_h = f"uniform({1.0 / math.sqrt(h)!r})"
+        ps += [ParamSpec("weight_ih", (h, d), u_in), ParamSpec("weight_hh", (h, h), u_h)]
+        if attrs["bias"]:
+            ps.append(ParamSpec("bias", (h,), "zeros", decay=False))
+        # tau = 1 + softplus(tau_raw) >= 1; tau - 1 starts log-uniform in [0.01, 1].
+        ps.append(ParamSpec("tau_raw", (h,), "inv_softplus_log_uniform(0.01,1.0)", decay=False))
+    elif cell in ("mingru", "minlstm"):
+        gates = ("z", "h") if cell == "mingru" else ("f", "i", "h")
+        for g in gates:
+            ps.append(ParamSpec(f"weight_{g}", (h, d), u_in))
+            if attrs["bias"]:
+                ps.append(ParamSpec(f"bias_{g}", (h,), "zeros", decay=False))
+    elif cell in ("s4d_zoh", "s4d_bilinear"):
+        ps += [
+            ParamSpec("A_log", (h, n), "s4d_real", decay=False),
+            ParamSpec("log_dt", (h,), "log_log_uniform(0.001,0.1)", decay=False),
+            ParamSpec("B", (h, n), "ones"),
+            ParamSpec("C", (h, n), f"normal({1.0 / math.sqrt(n)!r})"),
+            ParamSpec("D", (h,), "ones", decay=False),
+        ]
+    elif cell == "lru":
+        c_std = f"normal({1.0 / math.sqrt(2 * n)!r})"
+        ps += [
+            ParamSpec("nu_log", (h, n), "lru_nu(0.9,0.999)", decay=False),
+            ParamSpec("theta_log", (h, n), "lru_theta(0.314)", decay=False),
+            ParamSpec("B_re", (h, n), "normal(0.7071067811865476)"),
+            ParamSpec("B_im", (h, n), "normal(0.7071067811865476)"),
+            ParamSpec("C_re", (h, n), c_std),
+            ParamSpec("C_im", (h, n), c_std),
+            ParamSpec("D", (h,), "ones", decay=False),
+        ]
+    else:  # selective
+        ps += [
+            ParamSpec("A_log", (h, n), "s4d_real", decay=False),
+            ParamSpec("dt_weight", (h, d), u_in),
+            ParamSpec("dt_bias", (h,), "inv_softplus_log_uniform(0.001,0.1)", decay=False),
+            ParamSpec("B_weight", (n, d), u_in),
+            ParamSpec("C_weight", (n, d), u_in),
+            ParamSpec("D", (h,), "ones", decay=False),
+        ]
+    return tuple(ps)
+
+
 def _scan_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
-    h, g = attrs["hidden"], CELL_GATES[attrs["cell"]]
+    cell, h = attrs["cell"], attrs["hidden"]
+    if cell not in CELL_GATES:
+        return _new_cell_cost(attrs, _elems(ins[0]))
+    g = CELL_GATES[cell]
     dirs = 2 if attrs["bidirectional"] else 1
     flops = 0.0
     for layer in range(attrs["layers"]):
@@ -481,22 +581,55 @@ def _scan_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int
     )
 
 
+def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
+    """Per-token FLOPs (matmuls 2 per multiply-add, plus the elementwise recurrence) and
+    the carried state of the cells.py cells."""
+    cell, h, n = attrs["cell"], attrs["hidden"], attrs["state"] or 0
+    if cell.startswith("leaky_"):
+        # W_ih x + W_hh h, nonlinearity (~4), leaky mix (3).
+        return Cost(flops=2.0 * h * (d + h) + 7.0 * h, act_bytes=2 * h * F32, state_bytes=h * F32)
+    if cell in ("mingru", "minlstm"):
+        g = 2 if cell == "mingru" else 3
+        # sigmoids (~4 each), minLSTM's normalisation (3), the scan step a*h + b (3).
+        return Cost(
+            flops=2.0 * g * h * d + 4.0 * (g - 1) * h + (3.0 if g == 3 else 0.0) * h + 3.0 * h,
+            act_bytes=(g + 1) * h * F32,
+            state_bytes=h * F32,
+        )
+    if cell == "lru":
+        # Complex a*h + b (6 + 2), gamma*B*x (4), Re(C h) (3) per state; 2 floats per state.
+        return Cost(
+            flops=15.0 * h * n + 2.0 * h, act_bytes=2 * h * n * F32, state_bytes=2 * h * n * F32
+        )
+    if cell == "selective":
+        # dt/B/C projections, softplus, exp(dt A) (2), dt B x (2), a*h + b (2), C h (2).
+        return Cost(
+            flops=2.0 * d * (h + 2 * n) + 5.0 * h + 8.0 * h * n,
+            act_bytes=(h + 2 * n + 2 * h * n) * F32,
+            state_bytes=h * n * F32,
+        )
+    # s4d: time-invariant Abar/Bbar; Bbar x (1), a*h + b (2), C h (2), plus D x.
+    return Cost(flops=5.0 * h * n + 2.0 * h, act_bytes=h * n * F32, state_bytes=h * n * F32)
+
+
 register_op(
     OpDef(
         "scan",
         (1, 1),
         {
-            "cell": AttrSpec(STR, choices=tuple(CELL_GATES)),
+            "cell": AttrSpec(STR, choices=(*CELL_GATES, *NEW_CELLS)),
             "hidden": AttrSpec(INT),
             "layers": AttrSpec(INT, 1),
             "bidirectional": AttrSpec(BOOL, False),
             "bias": AttrSpec(BOOL, True),
-            "mode": AttrSpec(STR, "sequential", ("sequential",)),
+            "mode": AttrSpec(STR, "sequential", SCAN_MODES),
+            "state": AttrSpec(INT + NONE, None),
         },
         _scan_shape,
         _scan_params,
         _scan_cost,
-        doc="recurrence over time with a built-in cell; outputs (y, final state)",
+        doc="recurrence over time with a built-in cell; outputs (y, final state); "
+        "`state` is an ssm cell's states per channel",
     )
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from archc.backends.torch.codegen import model_source
+from archc.backends.torch.modules import cells
 from archc.backends.torch.modules import layers as L
 from archc.ir.graph import Graph
 
@@ -42,7 +43,7 @@ def emit_torch(graph: Graph, spec_name: str | None = None) -> str:
     deps = [*src.deps, L.place, L.init_parameters]
     seen: list[object] = []
     for d in deps:
-        if d not in seen:
+        if d not in seen and _used(d, src.text):
             seen.append(d)
     defs = "\n\n".join(inspect.getsource(d).rstrip() + "\n" for d in seen)
     names = ", ".join(f"{d.__name__}={d.__name__}" for d in seen)  # type: ignore[attr-defined]
@@ -54,3 +55,16 @@ def emit_torch(graph: Graph, spec_name: str | None = None) -> str:
         + f"L = SimpleNamespace({names})\n\n\n"
         + src.text
     )
+
+
+def _used(dep: object, text: str) -> bool:
+    """Whether the generated `text` needs `dep`. The scan rule lists every recurrent cell
+    of cells.py; copy only the cells the model constructs (and diag_scan if one of those
+    calls it), so an LSTM's model.py stays short."""
+    if getattr(dep, "__module__", None) != cells.__name__:
+        return True
+    name = dep.__name__  # type: ignore[attr-defined]
+    if name != "diag_scan":
+        return f"L.{name}(" in text
+    users = (c for c in (cells.MinGRU, cells.MinLSTM, cells.S4D, cells.SelectiveSSM))
+    return any(f"L.{c.__name__}(" in text for c in users)

@@ -161,8 +161,26 @@ def _attention_blocker(node: Node) -> str | None:
 _RNN_CLASS = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn_tanh": "nn.RNN", "rnn_relu": "nn.RNN"}
 
 
+def _cell_ctor(node: Node, d_in: int) -> str:
+    """Constructor of a cells.py cell (leaky RNN, minGRU/minLSTM, SSMs)."""
+    a = node.attrs
+    cell, h, mode = a["cell"], a["hidden"], a["mode"]
+    if cell.startswith("leaky_"):
+        return f"L.LeakyRNN({d_in!r}, {h!r}, bias={a['bias']!r}, nonlinearity={cell[6:]!r})"
+    if cell in ("mingru", "minlstm"):
+        cls = "L.MinGRU" if cell == "mingru" else "L.MinLSTM"
+        return f"{cls}({d_in!r}, {h!r}, bias={a['bias']!r}, mode={mode!r})"
+    if cell.startswith("s4d_"):
+        return f"L.S4D({h!r}, {a['state']!r}, disc={cell[4:]!r}, mode={mode!r})"
+    if cell == "lru":
+        return f"L.LRU({h!r}, {a['state']!r})"
+    return f"L.SelectiveSSM({h!r}, {a['state']!r}, mode={mode!r})"
+
+
 def _scan_ctor(node: Node, ins: list[Type]) -> str:
     a = node.attrs
+    if a["cell"] not in _RNN_CLASS:
+        return _cell_ctor(node, _width(ins[0]))
     extra = ""
     if a["cell"].startswith("rnn_"):
         extra = f", nonlinearity={a['cell'][4:]!r}"
@@ -175,6 +193,7 @@ def _scan_ctor(node: Node, ins: list[Type]) -> str:
 
 def _scan_call(node: Node, args: list[str], mod: str) -> str:
     # nn.LSTM/GRU/RNN: the fused ATen sequential kernels, exact oracles of themselves.
+    # The cells.py cells share their interface: (x, initial carry) -> (y, final carry).
     return f"{mod}({args[0]})"
 
 
@@ -241,7 +260,13 @@ RULES: dict[str, Rule] = {
         blocker=_attention_blocker,
         grows=lambda n: n.attrs["window"] is None,
     ),
-    "scan": Rule(_scan_ctor, _scan_call, step=_scan_step, blocker=_scan_blocker),
+    "scan": Rule(
+        _scan_ctor,
+        _scan_call,
+        (L.diag_scan, L.LeakyRNN, L.MinGRU, L.MinLSTM, L.S4D, L.LRU, L.SelectiveSSM),
+        step=_scan_step,
+        blocker=_scan_blocker,
+    ),
 }
 
 

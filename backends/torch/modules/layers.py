@@ -261,7 +261,15 @@ def place(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
 
 
 def init_parameters(root: nn.Module, table: dict[str, str], seed: int | None = None) -> None:
-    """Initialise parameters by name: "normal(std)", "uniform(bound)", "zeros", "ones"."""
+    """Initialise parameters by name from a closed list of initializers (never eval'd):
+
+    "normal(std)", "uniform(bound)", "zeros", "ones"; for recurrences:
+    "log_uniform(a,b)" exp(U(ln a, ln b)); "log_log_uniform(a,b)" U(ln a, ln b) (a log
+    step size); "inv_softplus_log_uniform(a,b)" softplus^-1 of log_uniform(a,b);
+    "s4d_real" ln(n + 1) along the last dim (S4D-Real A = -(n + 1)); "lru_nu(rmin,rmax)"
+    ln(-ln r) with |lambda| = r uniform on the ring rmin..rmax; "lru_theta(max_phase)"
+    ln(U(0, max_phase)).
+    """
     gen = None
     if seed is not None:
         gen = torch.Generator().manual_seed(seed)
@@ -270,7 +278,8 @@ def init_parameters(root: nn.Module, table: dict[str, str], seed: int | None = N
         for name, how in table.items():
             p = params[name]
             kind, _, arg = how.partition("(")
-            val = float(arg.rstrip(")")) if arg else 0.0
+            args = [float(a) for a in arg.rstrip(")").split(",")] if arg else [0.0]
+            val = args[0]
             cpu = torch.empty(p.shape, dtype=torch.float32)
             if kind == "normal":
                 cpu.normal_(0.0, val, generator=gen)
@@ -280,6 +289,20 @@ def init_parameters(root: nn.Module, table: dict[str, str], seed: int | None = N
                 cpu.zero_()
             elif kind == "ones":
                 cpu.fill_(1.0)
+            elif kind in ("log_uniform", "log_log_uniform", "inv_softplus_log_uniform"):
+                cpu.uniform_(math.log(args[0]), math.log(args[1]), generator=gen)
+                if kind != "log_log_uniform":
+                    cpu.exp_()
+                if kind == "inv_softplus_log_uniform":
+                    cpu = cpu + torch.log(-torch.expm1(-cpu))  # softplus^-1(y) = y + ln(1 - e^-y)
+            elif kind == "s4d_real":
+                cpu.copy_(torch.log(torch.arange(1, p.shape[-1] + 1, dtype=torch.float32)))
+            elif kind == "lru_nu":
+                u = torch.rand(p.shape, generator=gen)
+                r2 = u * (args[1] ** 2 - args[0] ** 2) + args[0] ** 2
+                cpu.copy_(torch.log(-0.5 * torch.log(r2)))
+            elif kind == "lru_theta":
+                cpu.copy_(torch.log(val * torch.rand(p.shape, generator=gen).clamp_min(1e-4)))
             else:
                 raise ValueError(f"unknown initializer {how!r} for {name}")
             p.copy_(cpu.to(p.dtype))
@@ -291,3 +314,16 @@ class Bias(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(dim))
+
+
+# The recurrent cells live in cells.py; the lowering reaches them as L.<name> like the
+# rest, and the standalone emitter copies their source the same way.
+from archc.backends.torch.modules.cells import (  # noqa: E402, F401
+    LRU,
+    S4D,
+    LeakyRNN,
+    MinGRU,
+    MinLSTM,
+    SelectiveSSM,
+    diag_scan,
+)

@@ -1,0 +1,219 @@
+"""Recurrent cells of the `scan` op beyond torch.nn's LSTM/GRU/RNN.
+
+Every cell maps (B, T, D_in) and an optional initial carry to (y, final carry), like
+nn.RNN with batch_first=True, so the torch lowering calls them the same way in full and
+in incremental (chunk by chunk) runs. Carries: (B, H) for the leaky RNN, minGRU and
+minLSTM; (B, D, N) for S4D and selective SSMs; (B, D, N, 2) real/imaginary pairs for the
+LRU.
+
+The standalone emitter copies these definitions verbatim into model.py, so they use
+math/torch/nn/F only. The one exception is `diag_scan`, which imports archc's
+`linear_scan` lazily for the associative/chunked/auto modes and, when archc is not
+importable (a standalone model.py on its own), falls back to the sequential loop: the
+same recurrence, exact, only slower.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def diag_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """Solve h_t = a_t * h_{t-1} + b_t along dim 1.
+
+    a broadcasts to b (B, T, *F); h0 is (B, *F) or None (zeros). Returns h (B, T, *F).
+    mode "sequential" is a Python loop over T; the others go to archc's linear_scan.
+    """
+    if mode != "sequential":
+        try:
+            from archc.backends.torch.scans.linear import linear_scan
+        except ImportError:  # standalone model.py without archc: the loop below is exact
+            linear_scan = None
+        if linear_scan is not None:
+            return linear_scan(a.expand_as(b).contiguous(), b, h0, mode=mode)
+    a = a.expand_as(b)
+    h = torch.zeros_like(b[:, 0]) if h0 is None else h0.to(b.dtype)
+    outs = []
+    for t in range(b.shape[1]):
+        h = a[:, t] * h + b[:, t]
+        outs.append(h)
+    return torch.stack(outs, dim=1)
+
+
+class LeakyRNN(nn.Module):
+    """Leaky (tau) RNN: h_t = (1 - 1/tau) h_{t-1} + (1/tau) act(W_ih x_t + W_hh h_{t-1} + b).
+
+    tau = 1 + softplus(tau_raw) per unit: always >= 1 (so the update is a convex mix)
+    while every value of tau_raw still passes a gradient, unlike a hard clamp.
+    """
+
+    def __init__(self, d_in: int, hidden: int, bias: bool = True, nonlinearity: str = "tanh"):
+        super().__init__()
+        self.weight_ih = nn.Parameter(torch.empty(hidden, d_in))
+        self.weight_hh = nn.Parameter(torch.empty(hidden, hidden))
+        self.bias = nn.Parameter(torch.empty(hidden)) if bias else None
+        self.tau_raw = nn.Parameter(torch.empty(hidden))
+        self.hidden, self.nonlinearity = hidden, nonlinearity
+
+    def tau(self) -> torch.Tensor:
+        """Per-unit time constants (H,), each >= 1."""
+        return 1.0 + F.softplus(self.tau_raw)
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, H) or None -> (y (B, T, H), h_T (B, H))."""
+        act = torch.tanh if self.nonlinearity == "tanh" else torch.relu
+        u = F.linear(x, self.weight_ih, self.bias)  # the input part of every step at once
+        alpha = 1.0 / self.tau()
+        h = x.new_zeros(x.shape[0], self.hidden) if h0 is None else h0
+        outs = []
+        for t in range(x.shape[1]):
+            h = h + alpha * (act(u[:, t] + F.linear(h, self.weight_hh)) - h)
+            outs.append(h)
+        return torch.stack(outs, dim=1), h
+
+
+class MinGRU(nn.Module):
+    """minGRU (Feng et al. 2024), plain (not log-space) variant:
+    z = sigmoid(W_z x), h~ = W_h x, h_t = (1 - z) h_{t-1} + z h~."""
+
+    def __init__(self, d_in: int, hidden: int, bias: bool = True, mode: str = "auto") -> None:
+        super().__init__()
+        self.weight_z = nn.Parameter(torch.empty(hidden, d_in))
+        self.bias_z = nn.Parameter(torch.empty(hidden)) if bias else None
+        self.weight_h = nn.Parameter(torch.empty(hidden, d_in))
+        self.bias_h = nn.Parameter(torch.empty(hidden)) if bias else None
+        self.mode = mode
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, H) or None -> (y (B, T, H), h_T (B, H))."""
+        z = torch.sigmoid(F.linear(x, self.weight_z, self.bias_z))
+        cand = F.linear(x, self.weight_h, self.bias_h)
+        h = diag_scan(1.0 - z, z * cand, h0, self.mode)
+        return h, h[:, -1]
+
+
+class MinLSTM(nn.Module):
+    """minLSTM (Feng et al. 2024): f, i = sigmoid(W_f x), sigmoid(W_i x), normalised to
+    f / (f + i) and i / (f + i); h~ = W_h x; h_t = f' h_{t-1} + i' h~."""
+
+    def __init__(self, d_in: int, hidden: int, bias: bool = True, mode: str = "auto") -> None:
+        super().__init__()
+        for g in ("f", "i", "h"):
+            setattr(self, f"weight_{g}", nn.Parameter(torch.empty(hidden, d_in)))
+            setattr(self, f"bias_{g}", nn.Parameter(torch.empty(hidden)) if bias else None)
+        self.mode = mode
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, H) or None -> (y (B, T, H), h_T (B, H))."""
+        f = torch.sigmoid(F.linear(x, self.weight_f, self.bias_f))
+        i = torch.sigmoid(F.linear(x, self.weight_i, self.bias_i))
+        cand = F.linear(x, self.weight_h, self.bias_h)
+        s = f + i  # > 0: both are sigmoids
+        h = diag_scan(f / s, (i / s) * cand, h0, self.mode)
+        return h, h[:, -1]
+
+
+class S4D(nn.Module):
+    """Diagonal real SSM (S4D-Real) over D channels with N states each.
+
+    A = -exp(A_log) (D, N), dt = exp(log_dt) (D,); discretised by zero-order hold
+    (Abar = exp(dt A), Bbar = (Abar - 1) / A * B) or bilinear ((1 + dt A/2) / (1 - dt A/2),
+    dt B / (1 - dt A/2)); h_t = Abar h_{t-1} + Bbar x_t, y_t = sum_n C h_t + D x_t.
+    """
+
+    def __init__(self, channels: int, state: int, disc: str = "zoh", mode: str = "auto"):
+        super().__init__()
+        self.A_log = nn.Parameter(torch.empty(channels, state))
+        self.log_dt = nn.Parameter(torch.empty(channels))
+        self.B = nn.Parameter(torch.empty(channels, state))
+        self.C = nn.Parameter(torch.empty(channels, state))
+        self.D = nn.Parameter(torch.empty(channels))
+        self.disc, self.mode = disc, mode
+
+    def discrete(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Abar, Bbar), each (D, N)."""
+        a = -torch.exp(self.A_log)
+        dta = torch.exp(self.log_dt)[:, None] * a
+        if self.disc == "zoh":
+            # expm1 keeps (Abar - 1) / A accurate when dt A is tiny.
+            return torch.exp(dta), torch.expm1(dta) / a * self.B
+        denom = 1.0 - dta / 2.0
+        return (1.0 + dta / 2.0) / denom, torch.exp(self.log_dt)[:, None] * self.B / denom
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, D, N) or None -> (y (B, T, D), h_T (B, D, N))."""
+        abar, bbar = self.discrete()
+        h = diag_scan(abar, x[..., None] * bbar, h0, self.mode)
+        return (h * self.C).sum(-1) + self.D * x, h[:, -1]
+
+
+class LRU(nn.Module):
+    """Linear Recurrent Unit (Orvieto et al. 2023), per channel: D channels with N complex
+    states each. lambda = exp(-exp(nu_log) + i exp(theta_log)); gamma = sqrt(1 - |lambda|^2)
+    normalises the input (computed from lambda, not a separate parameter);
+    h_t = lambda h_{t-1} + gamma B x_t; y_t = Re(sum_n C h_t) + D x_t. Complex numbers are
+    kept as real/imaginary pairs of real tensors. Sequential only (complex decay)."""
+
+    def __init__(self, channels: int, state: int) -> None:
+        super().__init__()
+        for name in ("nu_log", "theta_log", "B_re", "B_im", "C_re", "C_im"):
+            setattr(self, name, nn.Parameter(torch.empty(channels, state)))
+        self.D = nn.Parameter(torch.empty(channels))
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, D, N, 2) or None -> (y (B, T, D), h_T (B, D, N, 2))."""
+        nu = torch.exp(self.nu_log)
+        mod, theta = torch.exp(-nu), torch.exp(self.theta_log)
+        lr, li = mod * torch.cos(theta), mod * torch.sin(theta)
+        gamma = torch.sqrt(-torch.expm1(-2.0 * nu))  # sqrt(1 - |lambda|^2), accurate near 1
+        br = x[..., None] * (gamma * self.B_re)  # (B, T, D, N)
+        bi = x[..., None] * (gamma * self.B_im)
+        if h0 is None:
+            hr, hi = torch.zeros_like(br[:, 0]), torch.zeros_like(bi[:, 0])
+        else:
+            hr, hi = h0[..., 0], h0[..., 1]
+        ys = []
+        for t in range(x.shape[1]):
+            hr, hi = lr * hr - li * hi + br[:, t], lr * hi + li * hr + bi[:, t]
+            ys.append((self.C_re * hr - self.C_im * hi).sum(-1))
+        y = torch.stack(ys, dim=1) + self.D * x
+        return y, torch.stack([hr, hi], dim=-1)
+
+
+class SelectiveSSM(nn.Module):
+    """Mamba-style selective scan (S6 without the conv/gating block), D channels, N states:
+    dt = softplus(W_dt x + dt_bias) (B, T, D); B_t = W_B x, C_t = W_C x (B, T, N);
+    h_t = exp(dt A) h_{t-1} + dt B_t x_t; y_t = sum_n C_t h_t + D x_t, A = -exp(A_log)."""
+
+    def __init__(self, channels: int, state: int, mode: str = "auto") -> None:
+        super().__init__()
+        self.A_log = nn.Parameter(torch.empty(channels, state))
+        self.dt_weight = nn.Parameter(torch.empty(channels, channels))
+        self.dt_bias = nn.Parameter(torch.empty(channels))
+        self.B_weight = nn.Parameter(torch.empty(state, channels))
+        self.C_weight = nn.Parameter(torch.empty(state, channels))
+        self.D = nn.Parameter(torch.empty(channels))
+        self.mode = mode
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, D, N) or None -> (y (B, T, D), h_T (B, D, N))."""
+        dt = F.softplus(F.linear(x, self.dt_weight, self.dt_bias))
+        bt = F.linear(x, self.B_weight)[:, :, None, :]  # (B, T, 1, N)
+        ct = F.linear(x, self.C_weight)[:, :, None, :]
+        a = torch.exp(dt[..., None] * -torch.exp(self.A_log))  # (B, T, D, N), in (0, 1]
+        h = diag_scan(a, (dt * x)[..., None] * bt, h0, self.mode)
+        return (h * ct).sum(-1) + self.D * x, h[:, -1]
