@@ -143,6 +143,29 @@ class SsmParams(Params):
     )
 
 
+class GlaParams(Params):
+    """Gated linear attention (Yang et al. 2023): per head a (key_dim, D/heads) matrix
+    state S_t = diag(g_t) S_{t-1} + k_t^T v_t, o_t = q_t S_t, with a per-key-dim decay
+    log g_t = logsigmoid(W_g x_t + b_g) / 16."""
+
+    heads: int = Field(default=4, gt=0)
+    key_dim: int | None = Field(
+        default=None, gt=0, description="key/query width per head (default D / heads)"
+    )
+    mode: ScanMode = Field(default="auto", description="auto | sequential | chunked")
+    chunk: int = Field(default=64, gt=0, description="chunk length of the chunked mode")
+
+
+class DeltaParams(Params):
+    """DeltaNet (Schlag et al. 2021; Yang et al. 2024): per head a (D/heads, D/heads)
+    state S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1}), o_t = q_t S_t, with q, k
+    L2-normalised per head and beta_t = sigmoid(W_b x_t + b_b) per head."""
+
+    heads: int = Field(default=4, gt=0)
+    mode: ScanMode = Field(default="auto", description="auto | sequential | chunked")
+    chunk: int = Field(default=64, gt=0, description="chunk length of the chunked mode")
+
+
 _TIE = re.compile(r"^(all|none|cycle\((\d+)\))$")
 
 
@@ -228,6 +251,8 @@ for _c in (
     ComponentDef("mingru", MinRnnParams, "hidden", doc="minGRU: h = (1-z) h + z W_h x"),
     ComponentDef("minlstm", MinRnnParams, "hidden", doc="minLSTM with normalised f/i gates"),
     ComponentDef("ssm", SsmParams, "hidden", doc="diagonal SSM: s4d | lru | selective"),
+    ComponentDef("gla", GlaParams, "heads", doc="gated linear attention (matrix state)"),
+    ComponentDef("delta", DeltaParams, "heads", doc="DeltaNet delta-rule layer (matrix state)"),
     ComponentDef("loop", LoopParams, "steps", body=True, doc="looped (weight-tied) layers"),
     ComponentDef("repeat", RepeatParams, "n", body=True, doc="n untied copies of the body"),
 ):

@@ -25,7 +25,7 @@ from archc.frontend.components import (
 )
 from archc.frontend.schema import Component, Layer, Ref, Spec
 from archc.ir.graph import Graph, Value
-from archc.ir.ops import ShapeError, get_op, scan_modes
+from archc.ir.ops import MATRIX_CELLS, ShapeError, get_op, scan_modes
 from archc.ir.types import TensorType
 
 
@@ -345,6 +345,12 @@ def _scan_mode(ctx: _Ctx, c: Component, cell: str, mode: str) -> str:
             f"use one of {scan_modes(cell)}",
             c.loc_of("mode"),
         )
+    if mode not in scan_modes(cell) and cell in MATRIX_CELLS:
+        raise ctx.fail(
+            f"'{c.kind}' has a matrix state with no associative form, so mode '{mode}' "
+            f"does not apply; use one of {scan_modes(cell)}",
+            c.loc_of("mode"),
+        )
     if mode not in scan_modes(cell):
         raise ctx.fail(
             f"'{c.kind}' ({cell}) is not linear in its state, so mode '{mode}' does not "
@@ -415,6 +421,32 @@ def _ssm(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
             "bias": False,
             "mode": _scan_mode(ctx, c, cell, p.mode),
             "state": p.state,
+        },
+        [x],
+        path,
+        c.loc,
+    )
+
+
+def _matrix(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    """gla / delta: a width-keeping scan whose carry is one (dk, dv) matrix per head."""
+    p = c.params
+    d = ctx.width(x)
+    heads = p.heads  # type: ignore[attr-defined]
+    if d % heads:
+        raise ctx.fail(
+            f"'{c.kind}' heads={heads} must divide the input width {d}", c.loc_of("heads")
+        )
+    return ctx.emit(
+        "scan",
+        {
+            "cell": c.kind,
+            "hidden": d,
+            "bias": True,
+            "mode": _scan_mode(ctx, c, c.kind, p.mode),  # type: ignore[attr-defined]
+            "state": getattr(p, "key_dim", None),
+            "heads": heads,
+            "chunk": p.chunk,  # type: ignore[attr-defined]
         },
         [x],
         path,
@@ -514,6 +546,8 @@ BUILDERS: dict[str, Builder] = {
     "mingru": _min_rnn,
     "minlstm": _min_rnn,
     "ssm": _ssm,
+    "gla": _matrix,
+    "delta": _matrix,
     "loop": _loop,
     "repeat": _repeat,
 }

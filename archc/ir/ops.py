@@ -445,17 +445,32 @@ NEW_CELLS = (
     "s4d_bilinear",
     "lru",
     "selective",
+    "gla",
+    "delta",
 )
 SSM_CELLS = ("s4d_zoh", "s4d_bilinear", "lru", "selective")
 SCAN_MODES = ("sequential", "auto", "associative", "chunked")
 # Cells whose recurrence is linear and diagonal in h (h_t = a_t h_{t-1} + b_t, real a_t),
 # so every mode of backends/torch/scans/linear.py applies; the others are sequential.
 LINEAR_CELLS = ("mingru", "minlstm", "s4d_zoh", "s4d_bilinear", "selective")
+# Matrix-state cells (per head S (dk, dv)) run by backends/torch/scans/matrix.py, which
+# has a sequential and a chunked form but no associative one.
+MATRIX_CELLS = ("gla", "delta")
 
 
 def scan_modes(cell: str) -> tuple[str, ...]:
     """The `mode` values a scan with `cell` accepts (auto = the fastest that is exact)."""
+    if cell in MATRIX_CELLS:
+        return ("sequential", "auto", "chunked")
     return SCAN_MODES if cell in LINEAR_CELLS else ("sequential", "auto")
+
+
+def matrix_dims(attrs: Attrs) -> tuple[int, int, int]:
+    """(heads, dk, dv) of a gla/delta scan: dv = hidden / heads; dk = `state` (the key
+    width per head) or dv when unset."""
+    heads = attrs["heads"]
+    dv = attrs["hidden"] // heads
+    return heads, attrs["state"] or dv, dv
 
 
 def _scan_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
@@ -472,6 +487,16 @@ def _scan_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
         return (t.with_feature(h * dirs), StateType(parts))
     if attrs["layers"] != 1 or attrs["bidirectional"]:
         raise ShapeError(f"scan cell {cell} has one layer and one direction")
+    if cell in MATRIX_CELLS:
+        if h != t.feature:
+            raise ShapeError(
+                f"a {cell} layer keeps the width: hidden={h} must equal the input width {t.feature}"
+            )
+        heads = attrs["heads"]
+        if heads is None or heads <= 0 or h % heads:
+            raise ShapeError(f"{cell}: heads={heads} must divide the width {h}")
+        nh, dk, dv = matrix_dims(attrs)
+        return (t, StateType((("S", TensorType(("B", nh, dk, dv))),)))
     if cell in SSM_CELLS:
         if h != t.feature:
             raise ShapeError(
@@ -532,6 +557,25 @@ def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
             ps.append(ParamSpec(f"weight_{g}", (h, d), u_in))
             if attrs["bias"]:
                 ps.append(ParamSpec(f"bias_{g}", (h,), "zeros", decay=False))
+    elif cell in MATRIX_CELLS:
+        nh, dk, _dv = matrix_dims(attrs)
+        ps += [
+            ParamSpec("weight_q", (nh * dk, d), u_in),
+            ParamSpec("weight_k", (nh * dk, d), u_in),
+            ParamSpec("weight_v", (h, d), u_in),
+        ]
+        if cell == "gla":
+            # The gate bias sets the initial decay rates: no weight decay on it.
+            ps += [
+                ParamSpec("weight_g", (nh * dk, d), u_in),
+                ParamSpec("bias_g", (nh * dk,), "zeros", decay=False),
+            ]
+        else:
+            ps += [
+                ParamSpec("weight_beta", (nh, d), u_in),
+                ParamSpec("bias_beta", (nh,), "zeros", decay=False),
+            ]
+        ps.append(ParamSpec("weight_o", (h, h), f"uniform({1.0 / math.sqrt(h)!r})"))
     elif cell in ("s4d_zoh", "s4d_bilinear"):
         ps += [
             ParamSpec("A_log", (h, n), "s4d_real", decay=False),
@@ -596,6 +640,20 @@ def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
             act_bytes=(g + 1) * h * F32,
             state_bytes=h * F32,
         )
+    if cell in MATRIX_CELLS:
+        nh, dk, dv = matrix_dims(attrs)
+        hk, state = nh * dk, nh * dk * dv
+        if cell == "gla":
+            # q/k/g/v/o projections; logsigmoid (~4) per key dim; per state entry the
+            # decay (1), the outer product k^T v (2) and the readout q S (2).
+            flops = 2.0 * d * (3 * hk + h) + 2.0 * h * h + 4.0 * hk + 5.0 * state
+            act = 3 * hk + 2 * h
+        else:
+            # q/k/v/beta/o projections; two L2 norms (~3 each); per state entry k S (2),
+            # the rank-1 update beta k^T (v - k S) (2) and the readout q S (2).
+            flops = 2.0 * d * (2 * hk + h + nh) + 2.0 * h * h + 6.0 * hk + 6.0 * state
+            act = 2 * hk + 2 * h + nh
+        return Cost(flops=flops, act_bytes=act * F32, state_bytes=state * F32)
     if cell == "lru":
         # Complex a*h + b (6 + 2), gamma*B*x (4), Re(C h) (3) per state; 2 floats per state.
         return Cost(
@@ -624,12 +682,15 @@ register_op(
             "bias": AttrSpec(BOOL, True),
             "mode": AttrSpec(STR, "sequential", SCAN_MODES),
             "state": AttrSpec(INT + NONE, None),
+            "heads": AttrSpec(INT + NONE, None),
+            "chunk": AttrSpec(INT + NONE, None),
         },
         _scan_shape,
         _scan_params,
         _scan_cost,
         doc="recurrence over time with a built-in cell; outputs (y, final state); "
-        "`state` is an ssm cell's states per channel",
+        "`state` is an ssm cell's states per channel (gla/delta: the key width per "
+        "head); `heads` and `chunk` apply to the matrix-state cells gla and delta",
     )
 )
 

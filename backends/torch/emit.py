@@ -64,6 +64,8 @@ def _used(dep: object, text: str) -> bool:
     if getattr(dep, "__module__", None) != cells.__name__:
         return True
     name = dep.__name__  # type: ignore[attr-defined]
+    if name in ("matrix_scan", "_heads"):
+        return any(f"L.{c.__name__}(" in text for c in (cells.GLA, cells.DeltaNet))
     if name != "diag_scan":
         return f"L.{name}(" in text
     users = (c for c in (cells.MinGRU, cells.MinLSTM, cells.S4D, cells.SelectiveSSM))

@@ -162,7 +162,7 @@ _RNN_CLASS = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn_tanh": "nn.RNN", "rnn_rel
 
 
 def _cell_ctor(node: Node, d_in: int) -> str:
-    """Constructor of a cells.py cell (leaky RNN, minGRU/minLSTM, SSMs)."""
+    """Constructor of a cells.py cell (leaky RNN, minGRU/minLSTM, SSMs, GLA, DeltaNet)."""
     a = node.attrs
     cell, h, mode = a["cell"], a["hidden"], a["mode"]
     if cell.startswith("leaky_"):
@@ -172,6 +172,11 @@ def _cell_ctor(node: Node, d_in: int) -> str:
         return f"{cls}({d_in!r}, {h!r}, bias={a['bias']!r}, mode={mode!r})"
     if cell.startswith("s4d_"):
         return f"L.S4D({h!r}, {a['state']!r}, disc={cell[4:]!r}, mode={mode!r})"
+    if cell == "gla":
+        dk = a["state"] or h // a["heads"]
+        return f"L.GLA({h!r}, {a['heads']!r}, {dk!r}, mode={mode!r}, chunk={a['chunk']!r})"
+    if cell == "delta":
+        return f"L.DeltaNet({h!r}, {a['heads']!r}, mode={mode!r}, chunk={a['chunk']!r})"
     if cell == "lru":
         return f"L.LRU({h!r}, {a['state']!r})"
     return f"L.SelectiveSSM({h!r}, {a['state']!r}, mode={mode!r})"
@@ -263,7 +268,19 @@ RULES: dict[str, Rule] = {
     "scan": Rule(
         _scan_ctor,
         _scan_call,
-        (L.diag_scan, L.LeakyRNN, L.MinGRU, L.MinLSTM, L.S4D, L.LRU, L.SelectiveSSM),
+        (
+            L.diag_scan,
+            L.matrix_scan,
+            L._heads,
+            L.LeakyRNN,
+            L.MinGRU,
+            L.MinLSTM,
+            L.S4D,
+            L.LRU,
+            L.SelectiveSSM,
+            L.GLA,
+            L.DeltaNet,
+        ),
         step=_scan_step,
         blocker=_scan_blocker,
     ),

@@ -21,6 +21,8 @@ CELLS: dict[str, dict[str, Any]] = {
     "s4d": {"ssm": {"kind": "s4d", "state": 8}},
     "lru": {"ssm": {"kind": "lru", "state": 8}},
     "selective": {"ssm": {"kind": "selective", "state": 8}},
+    "gla": {"gla": {"heads": 4}},
+    "delta": {"delta": {"heads": 4}},
 }
 
 

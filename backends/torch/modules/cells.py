@@ -4,13 +4,14 @@ Every cell maps (B, T, D_in) and an optional initial carry to (y, final carry), 
 nn.RNN with batch_first=True, so the torch lowering calls them the same way in full and
 in incremental (chunk by chunk) runs. Carries: (B, H) for the leaky RNN, minGRU and
 minLSTM; (B, D, N) for S4D and selective SSMs; (B, D, N, 2) real/imaginary pairs for the
-LRU.
+LRU; (B, heads, dk, dv) matrices for GLA and DeltaNet.
 
 The standalone emitter copies these definitions verbatim into model.py, so they use
-math/torch/nn/F only. The one exception is `diag_scan`, which imports archc's
+math/torch/nn/F only. The exceptions are `diag_scan` and `matrix_scan`: `diag_scan` imports archc's
 `linear_scan` lazily for the associative/chunked/auto modes and, when archc is not
 importable (a standalone model.py on its own), falls back to the sequential loop: the
-same recurrence, exact, only slower.
+same recurrence, exact, only slower. `matrix_scan` does the same with archc's chunked
+gla_scan / delta_scan.
 """
 
 from __future__ import annotations
@@ -217,3 +218,118 @@ class SelectiveSSM(nn.Module):
         a = torch.exp(dt[..., None] * -torch.exp(self.A_log))  # (B, T, D, N), in (0, 1]
         h = diag_scan(a, (dt * x)[..., None] * bt, h0, self.mode)
         return (h * ct).sum(-1) + self.D * x, h[:, -1]
+
+
+def matrix_scan(
+    kind: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    S0: torch.Tensor | None,
+    mode: str,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matrix-state recurrence per head, S (dk, dv) and o_t = q_t S_t:
+    kind "gla": S_t = diag(exp(w_t)) S_{t-1} + k_t^T v_t, w = log decay (B, H, T, dk);
+    kind "delta": S_t = S_{t-1} + w_t k_t^T (v_t - k_t S_{t-1}), w = beta (B, H, T).
+
+    q, k (B, H, T, dk), v (B, H, T, dv), S0 (B, H, dk, dv) or None (zeros). Returns
+    (o (B, H, T, dv), S_T (B, H, dk, dv)). Modes other than "sequential" go to archc's
+    chunked gla_scan / delta_scan; without archc (a standalone model.py) the loop below
+    runs instead: the same recurrence, exact, only slower.
+    """
+    if mode != "sequential":
+        try:
+            from archc.backends.torch.scans.matrix import delta_scan, gla_scan
+        except ImportError:  # standalone model.py without archc: the loop below is exact
+            gla_scan = delta_scan = None
+        if gla_scan is not None:
+            fn = gla_scan if kind == "gla" else delta_scan
+            return fn(q, k, v, w, S0, mode="chunked", chunk=chunk)
+    B, H, T, dk = q.shape
+    S = q.new_zeros(B, H, dk, v.shape[-1]) if S0 is None else S0.to(q.dtype)
+    outs = []
+    for t in range(T):
+        kt, vt = k[:, :, t], v[:, :, t]
+        if kind == "gla":
+            S = torch.exp(w[:, :, t])[..., None] * S + kt[..., :, None] * vt[..., None, :]
+        else:
+            err = vt - torch.einsum("bhk,bhkv->bhv", kt, S)  # what S predicts wrongly
+            S = S + w[:, :, t, None, None] * kt[..., :, None] * err[..., None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t], S))
+    o = torch.stack(outs, dim=2) if outs else v.new_zeros(B, H, 0, v.shape[-1])
+    return o, S
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, H*d) -> (B, H, T, d)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+class GLA(nn.Module):
+    """Gated linear attention layer (Yang et al. 2023), width D, `heads` heads with key
+    width dk and value width dv = D / heads:
+    q = W_q x / sqrt(dk), k = W_k x, v = W_v x, log g = logsigmoid(W_g x + b_g) / 16,
+    S_t = diag(g_t) S_{t-1} + k_t^T v_t, o_t = q_t S_t, y = W_o concat_heads(o).
+
+    The 1/16 temperature is the paper's tau = 16: it keeps g near 1 (long memory) at
+    initialisation, g = sigmoid(.)^(1/16) >= 0.958 for pre-activations >= 0. The gate is
+    full rank (the paper factors W_g as a rank-16 W_a W_b); the paper's output gate and
+    group norm are left to the surrounding spec (e.g. a norm layer).
+    """
+
+    def __init__(
+        self, dim: int, heads: int, key_dim: int, mode: str = "auto", chunk: int = 64
+    ) -> None:
+        super().__init__()
+        self.weight_q = nn.Parameter(torch.empty(heads * key_dim, dim))
+        self.weight_k = nn.Parameter(torch.empty(heads * key_dim, dim))
+        self.weight_v = nn.Parameter(torch.empty(dim, dim))
+        self.weight_g = nn.Parameter(torch.empty(heads * key_dim, dim))
+        self.bias_g = nn.Parameter(torch.empty(heads * key_dim))
+        self.weight_o = nn.Parameter(torch.empty(dim, dim))
+        self.heads, self.key_dim, self.mode, self.chunk = heads, key_dim, mode, chunk
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, H, dk, dv) or None -> (y (B, T, D), S_T (B, H, dk, dv))."""
+        n = self.heads
+        q = _heads(F.linear(x, self.weight_q), n) * self.key_dim**-0.5
+        k = _heads(F.linear(x, self.weight_k), n)
+        v = _heads(F.linear(x, self.weight_v), n)
+        log_g = _heads(F.logsigmoid(F.linear(x, self.weight_g, self.bias_g)), n) / 16.0
+        o, S = matrix_scan("gla", q, k, v, log_g, h0, self.mode, self.chunk)
+        return F.linear(o.transpose(1, 2).flatten(2), self.weight_o), S
+
+
+class DeltaNet(nn.Module):
+    """DeltaNet layer (Schlag et al. 2021; chunked by Yang et al. 2024), width D, `heads`
+    heads of width d = D / heads: q, k = L2-normalised (per head) W_q x, W_k x; v = W_v x;
+    beta = sigmoid(W_beta x + b_beta) per head; S_t = S_{t-1} + beta_t k_t^T (v_t - k_t
+    S_{t-1}); o_t = q_t S_t; y = W_o concat_heads(o). Unit-norm keys and beta in (0, 1)
+    make every step a contraction of S, so the state stays bounded at any length.
+    """
+
+    def __init__(self, dim: int, heads: int, mode: str = "auto", chunk: int = 64) -> None:
+        super().__init__()
+        self.weight_q = nn.Parameter(torch.empty(dim, dim))
+        self.weight_k = nn.Parameter(torch.empty(dim, dim))
+        self.weight_v = nn.Parameter(torch.empty(dim, dim))
+        self.weight_beta = nn.Parameter(torch.empty(heads, dim))
+        self.bias_beta = nn.Parameter(torch.empty(heads))
+        self.weight_o = nn.Parameter(torch.empty(dim, dim))
+        self.heads, self.mode, self.chunk = heads, mode, chunk
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, H, d, d) or None -> (y (B, T, D), S_T (B, H, d, d))."""
+        n = self.heads
+        q = F.normalize(_heads(F.linear(x, self.weight_q), n), dim=-1)
+        k = F.normalize(_heads(F.linear(x, self.weight_k), n), dim=-1)
+        v = _heads(F.linear(x, self.weight_v), n)
+        beta = torch.sigmoid(F.linear(x, self.weight_beta, self.bias_beta)).transpose(1, 2)
+        o, S = matrix_scan("delta", q, k, v, beta, h0, self.mode, self.chunk)
+        return F.linear(o.transpose(1, 2).flatten(2), self.weight_o), S

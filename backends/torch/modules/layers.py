@@ -319,11 +319,15 @@ class Bias(nn.Module):
 # The recurrent cells live in cells.py; the lowering reaches them as L.<name> like the
 # rest, and the standalone emitter copies their source the same way.
 from archc.backends.torch.modules.cells import (  # noqa: E402, F401
+    GLA,
     LRU,
     S4D,
+    DeltaNet,
     LeakyRNN,
     MinGRU,
     MinLSTM,
     SelectiveSSM,
+    _heads,
     diag_scan,
+    matrix_scan,
 )
