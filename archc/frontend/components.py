@@ -120,6 +120,24 @@ class RnnParams(RecurrentParams):
     mode: ScanMode = Field(default="auto", description="scan mode: auto | sequential")
 
 
+class GruParams(RecurrentParams):
+    """GRU. `recurrent: full` (default) is torch.nn.GRU; `recurrent: diagonal` is the
+    ParaRNN diagonal GRU (dense input projection, per-unit recurrent weights), which can
+    solve the whole sequence at once by Newton's method (`mode: newton`). `mode`,
+    `newton_iters` and `newton_tol` apply to `recurrent: diagonal` only."""
+
+    recurrent: Literal["full", "diagonal"] = "full"
+    mode: ScanMode | None = Field(
+        default=None, description="diagonal only: auto (= newton) | sequential | newton"
+    )
+    newton_iters: int | None = Field(
+        default=None, gt=0, description="diagonal only: Newton iteration budget (default 8)"
+    )
+    newton_tol: float | None = Field(
+        default=None, gt=0, description="diagonal only: Newton tolerance (default 1e-6)"
+    )
+
+
 class MinRnnParams(Params):
     """minGRU / minLSTM (Feng et al. 2024): gates read x_t only, so the recurrence is
     linear in h and runs as a parallel scan."""
@@ -246,7 +264,7 @@ for _c in (
     ComponentDef("attention", AttentionParams, "heads", doc="multi-head attention via SDPA"),
     ComponentDef("head", HeadParams, None, doc="output projection to the vocabulary"),
     ComponentDef("lstm", RecurrentParams, "hidden", doc="LSTM (sequential scan)"),
-    ComponentDef("gru", RecurrentParams, "hidden", doc="GRU (sequential scan)"),
+    ComponentDef("gru", GruParams, "hidden", doc="GRU: full (nn.GRU) or diagonal (newton)"),
     ComponentDef("rnn", RnnParams, "hidden", doc="Elman RNN: tanh, relu or leaky (tau)"),
     ComponentDef("mingru", MinRnnParams, "hidden", doc="minGRU: h = (1-z) h + z W_h x"),
     ComponentDef("minlstm", MinRnnParams, "hidden", doc="minLSTM with normalised f/i gates"),

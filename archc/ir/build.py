@@ -17,6 +17,7 @@ from archc.diagnostics import Collector, SourceLoc
 from archc.frontend.components import (
     AttentionParams,
     Conv1dParams,
+    GruParams,
     MinRnnParams,
     MlpParams,
     RecurrentParams,
@@ -25,7 +26,14 @@ from archc.frontend.components import (
 )
 from archc.frontend.schema import Component, Layer, Ref, Spec
 from archc.ir.graph import Graph, Value
-from archc.ir.ops import MATRIX_CELLS, ShapeError, get_op, scan_modes
+from archc.ir.ops import (
+    MATRIX_CELLS,
+    NEWTON_ITERS,
+    NEWTON_TOL,
+    ShapeError,
+    get_op,
+    scan_modes,
+)
 from archc.ir.types import TensorType
 
 
@@ -339,10 +347,10 @@ def _recurrent(cell_of: Callable[[Component], str]) -> Builder:
 
 def _scan_mode(ctx: _Ctx, c: Component, cell: str, mode: str) -> str:
     """Check a component's `mode` against what its cell supports."""
-    if mode == "newton":
+    if mode == "newton" and mode not in scan_modes(cell):
         raise ctx.fail(
-            f"'{c.kind}' mode 'newton' is reserved for a later change; "
-            f"use one of {scan_modes(cell)}",
+            f"'{c.kind}' mode 'newton' is reserved for nonlinear cells with a diagonal "
+            f"recurrence (gru with recurrent: diagonal); use one of {scan_modes(cell)}",
             c.loc_of("mode"),
         )
     if mode not in scan_modes(cell) and cell in MATRIX_CELLS:
@@ -358,6 +366,43 @@ def _scan_mode(ctx: _Ctx, c: Component, cell: str, mode: str) -> str:
             c.loc_of("mode"),
         )
     return mode
+
+
+_DIAG_ONLY = ("mode", "newton_iters", "newton_tol")
+
+
+def _gru(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+    """gru: torch.nn.GRU (recurrent: full) or the diagonal GRU cell diag_gru."""
+    p: GruParams = c.params  # type: ignore[assignment]
+    if p.recurrent == "full":
+        for name in _DIAG_ONLY:
+            if getattr(p, name) is not None:
+                raise ctx.fail(
+                    f"'gru' parameter '{name}' applies to recurrent: diagonal only "
+                    "(a full GRU runs the sequential nn.GRU kernel)",
+                    c.loc_of(name),
+                )
+        return _recurrent(lambda c: "gru")(ctx, c, x, path)
+    if p.layers != 1 or p.bidirectional:
+        raise ctx.fail(
+            "a diagonal gru has one layer and one direction; stack gru layers instead",
+            c.loc_of("layers" if p.layers != 1 else "bidirectional"),
+        )
+    mode = _scan_mode(ctx, c, "diag_gru", p.mode or "auto")
+    return ctx.emit(
+        "scan",
+        {
+            "cell": "diag_gru",
+            "hidden": p.hidden or ctx.width(x),
+            "bias": p.bias,
+            "mode": mode,
+            "iters": p.newton_iters if p.newton_iters is not None else NEWTON_ITERS,
+            "tol": p.newton_tol if p.newton_tol is not None else NEWTON_TOL,
+        },
+        [x],
+        path,
+        c.loc,
+    )
 
 
 def _rnn(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
@@ -541,7 +586,7 @@ BUILDERS: dict[str, Builder] = {
     "attention": _attention,
     "head": _head,
     "lstm": _recurrent(lambda c: "lstm"),
-    "gru": _recurrent(lambda c: "gru"),
+    "gru": _gru,
     "rnn": _rnn,
     "mingru": _min_rnn,
     "minlstm": _min_rnn,

@@ -441,6 +441,7 @@ NEW_CELLS = (
     "leaky_relu",
     "mingru",
     "minlstm",
+    "diag_gru",
     "s4d_zoh",
     "s4d_bilinear",
     "lru",
@@ -456,12 +457,18 @@ LINEAR_CELLS = ("mingru", "minlstm", "s4d_zoh", "s4d_bilinear", "selective")
 # Matrix-state cells (per head S (dk, dv)) run by backends/torch/scans/matrix.py, which
 # has a sequential and a chunked form but no associative one.
 MATRIX_CELLS = ("gla", "delta")
+# Nonlinear cells with a diagonal Jacobian d h_t / d h_{t-1}: besides the exact loop they
+# run as a Newton solve over the whole sequence (backends/torch/scans/newton.py, ParaRNN).
+NEWTON_CELLS = ("diag_gru",)
+NEWTON_ITERS, NEWTON_TOL = 8, 1e-6
 
 
 def scan_modes(cell: str) -> tuple[str, ...]:
     """The `mode` values a scan with `cell` accepts (auto = the fastest that is exact)."""
     if cell in MATRIX_CELLS:
         return ("sequential", "auto", "chunked")
+    if cell in NEWTON_CELLS:
+        return ("sequential", "auto", "newton")
     return SCAN_MODES if cell in LINEAR_CELLS else ("sequential", "auto")
 
 
@@ -557,6 +564,12 @@ def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
             ps.append(ParamSpec(f"weight_{g}", (h, d), u_in))
             if attrs["bias"]:
                 ps.append(ParamSpec(f"bias_{g}", (h,), "zeros", decay=False))
+    elif cell == "diag_gru":
+        # [z, r, c] stacked like nn.GRU; the recurrent weights are (3, H) per-unit vectors.
+        ps.append(ParamSpec("weight_ih", (3 * h, d), u_in))
+        ps.append(ParamSpec("weight_hh", (3, h), "uniform(0.5)"))
+        if attrs["bias"]:
+            ps.append(ParamSpec("bias", (3 * h,), "zeros", decay=False))
     elif cell in MATRIX_CELLS:
         nh, dk, _dv = matrix_dims(attrs)
         ps += [
@@ -640,6 +653,11 @@ def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
             act_bytes=(g + 1) * h * F32,
             state_bytes=h * F32,
         )
+    if cell == "diag_gru":
+        # W x (3H x D), two sigmoids (~4 each) and a tanh (~4), u*h (3), r*h (1), the
+        # mix h + z (c - h) (3). Newton iterations re-evaluate the step; the per-token
+        # work of the exact recurrence is counted here.
+        return Cost(flops=2.0 * 3 * h * d + 19.0 * h, act_bytes=4 * h * F32, state_bytes=h * F32)
     if cell in MATRIX_CELLS:
         nh, dk, dv = matrix_dims(attrs)
         hk, state = nh * dk, nh * dk * dv
@@ -680,17 +698,20 @@ register_op(
             "layers": AttrSpec(INT, 1),
             "bidirectional": AttrSpec(BOOL, False),
             "bias": AttrSpec(BOOL, True),
-            "mode": AttrSpec(STR, "sequential", SCAN_MODES),
+            "mode": AttrSpec(STR, "sequential", (*SCAN_MODES, "newton")),
             "state": AttrSpec(INT + NONE, None),
             "heads": AttrSpec(INT + NONE, None),
             "chunk": AttrSpec(INT + NONE, None),
+            "iters": AttrSpec(INT + NONE, None),
+            "tol": AttrSpec(NUM + NONE, None),
         },
         _scan_shape,
         _scan_params,
         _scan_cost,
         doc="recurrence over time with a built-in cell; outputs (y, final state); "
         "`state` is an ssm cell's states per channel (gla/delta: the key width per "
-        "head); `heads` and `chunk` apply to the matrix-state cells gla and delta",
+        "head); `heads` and `chunk` apply to the matrix-state cells gla and delta; `iters` "
+        "and `tol` are the Newton budget and tolerance of diag_gru",
     )
 )
 

@@ -170,6 +170,11 @@ def _cell_ctor(node: Node, d_in: int) -> str:
     if cell in ("mingru", "minlstm"):
         cls = "L.MinGRU" if cell == "mingru" else "L.MinLSTM"
         return f"{cls}({d_in!r}, {h!r}, bias={a['bias']!r}, mode={mode!r})"
+    if cell == "diag_gru":
+        return (
+            f"L.DiagGRU({d_in!r}, {h!r}, bias={a['bias']!r}, mode={mode!r}, "
+            f"iters={a['iters']!r}, tol={a['tol']!r})"
+        )
     if cell.startswith("s4d_"):
         return f"L.S4D({h!r}, {a['state']!r}, disc={cell[4:]!r}, mode={mode!r})"
     if cell == "gla":
@@ -204,9 +209,11 @@ def _scan_call(node: Node, args: list[str], mod: str) -> str:
 
 def _scan_step(node: Node, args: list[str], mod: str, outs: list[str], key: str) -> list[str]:
     # The carry is the node's second output. A bidirectional scan cannot continue, but
-    # still takes initial carries and returns its final ones.
+    # still takes initial carries and returns its final ones. The diagonal GRU streams
+    # with its exact step (a Newton solve pays off over long sequences, not chunks).
+    exact = ", exact=True" if node.attrs["cell"] == "diag_gru" else ""
     return [
-        f"{', '.join(outs)} = {mod}({args[0]}, state.get({key}))",
+        f"{', '.join(outs)} = {mod}({args[0]}, state.get({key}){exact})",
         f"new_state[{key}] = {outs[1]}",
     ]
 
@@ -275,6 +282,7 @@ RULES: dict[str, Rule] = {
             L.LeakyRNN,
             L.MinGRU,
             L.MinLSTM,
+            L.DiagGRU,
             L.S4D,
             L.LRU,
             L.SelectiveSSM,

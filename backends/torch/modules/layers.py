@@ -323,6 +323,7 @@ from archc.backends.torch.modules.cells import (  # noqa: E402, F401
     LRU,
     S4D,
     DeltaNet,
+    DiagGRU,
     LeakyRNN,
     MinGRU,
     MinLSTM,
