@@ -128,3 +128,17 @@ def map_keys(sd: dict[str, torch.Tensor], table: list[tuple[str, str]]) -> dict[
         else:
             raise AssertionError(f"compiled key {key!r} has no counterpart in the reference")
     return out
+
+
+def run_in_chunks(
+    model: torch.nn.Module, ids: torch.Tensor, sizes: tuple[int, ...]
+) -> tuple[torch.Tensor, dict]:
+    """Outputs of `model` fed `ids` (B, T) in pieces of `sizes`, carrying the state;
+    returns (the concatenated (B, T, out), the final state)."""
+    ys, state, i = [], None, 0
+    for c in sizes:
+        y, state = model(ids[:, i : i + c], state=state, return_state=True)
+        ys.append(y)
+        i += c
+    assert i == ids.shape[1], "sizes must cover the sequence"
+    return torch.cat(ys, 1), state
