@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -240,11 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = load(specs[0], overrides)
     run_dir = out or default_run_dir(spec.model)
     summary = train(spec, run_dir, resume=args.resume, show_progress=not args.quiet)
-    if summary.run_dir:  # only rank 0 of a torchrun job reports
-        import os
-
-        if os.environ.get("RANK", "0") == "0":
-            print(summary.line())
+    if os.environ.get("RANK", "0") == "0":  # only rank 0 of a torchrun job reports
+        print(summary.line())
     return EXIT_OK
 
 

@@ -8,103 +8,22 @@ Shape errors are reported at the spec location of the layer that caused them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
 from archc import knobs
 from archc.diagnostics import Collector, SourceLoc
 from archc.frontend.components import (
     AttentionParams,
     Conv1dParams,
-    GruParams,
-    MinRnnParams,
     MlpParams,
-    RecurrentParams,
-    RnnParams,
-    SsmParams,
 )
 from archc.frontend.schema import Component, Layer, Ref, Spec
+from archc.ir.build_ctx import BudgetExhausted, BuildAbort, BuildContext, Builder
+from archc.ir.build_scan import RECURRENT_BUILDERS
 from archc.ir.graph import Graph, Value
-from archc.ir.ops import (
-    MATRIX_CELLS,
-    NEWTON_ITERS,
-    NEWTON_TOL,
-    ShapeError,
-    get_op,
-    scan_modes,
-)
+from archc.ir.ops import ShapeError, get_op
 from archc.ir.types import TensorType
 
 
-class BuildAbort(Exception):
-    """Stop building after an error that leaves no sensible value to continue with."""
-
-
-class BudgetExhausted(BuildAbort):
-    """The node budget is spent: stop the whole build, not just the current layer."""
-
-
-@dataclass
-class _Ctx:
-    spec: Spec
-    diags: Collector
-    graph: Graph
-    embeds: list[tuple[str, int]] = field(default_factory=list)  # (path, dim) of embeds
-    define_stack: tuple[str, ...] = ()
-    failed: bool = False
-    counter: list[int] = field(default_factory=lambda: [0])
-
-    def emit(
-        self,
-        op: str,
-        attrs: dict[str, Any],
-        inputs: list[Value],
-        path: str,
-        loc: SourceLoc | None,
-        regions: tuple[Graph, ...] = (),
-    ) -> Value:
-        """Add one node, inferring its types from the op table."""
-        if self.graph_nodes() >= knobs.max_ir_nodes():
-            self.diags.error(
-                f"the model unrolls into more than {knobs.max_ir_nodes()} IR nodes",
-                loc,
-                hint="raise ARCHC_MAX_IR_NODES if this is intended",
-            )
-            raise BudgetExhausted
-        opdef = get_op(op)
-        full = opdef.with_defaults(attrs)
-        in_types = [self.graph.type_of(v) for v in inputs]
-        try:
-            outs = opdef.shape(full, in_types)
-        except ShapeError as exc:
-            self.diags.error(str(exc), loc)
-            raise BuildAbort from exc
-        params = opdef.params(full, in_types)
-        node = self.graph.add(op, full, inputs, outs, params, loc, path, regions)
-        return node.out(0)
-
-    def graph_nodes(self) -> int:
-        """Nodes built so far, shared across regions (a bound on unrolling)."""
-        self.counter[0] += 1
-        return self.counter[0]
-
-    def width(self, v: Value) -> int:
-        t = self.graph.type_of(v)
-        assert isinstance(t, TensorType)
-        if len(t.dims) != 3:
-            raise ShapeError("expected a (B, T, D) tensor; does the model start with 'embed'?")
-        return t.feature
-
-    def fail(self, message: str, loc: SourceLoc | None) -> BuildAbort:
-        self.diags.error(message, loc)
-        return BuildAbort()
-
-
-Builder = Callable[[_Ctx, Component, Value, str], Value]
-
-
-def _items(ctx: _Ctx, layers: tuple[Layer, ...], x: Value, prefix: str) -> Value:
+def _items(ctx: BuildContext, layers: tuple[Layer, ...], x: Value, prefix: str) -> Value:
     for i, layer in enumerate(layers):
         name = layer.name if isinstance(layer, Ref) else layer.kind
         try:
@@ -118,7 +37,7 @@ def _items(ctx: _Ctx, layers: tuple[Layer, ...], x: Value, prefix: str) -> Value
     return x
 
 
-def _layer(ctx: _Ctx, layer: Layer, x: Value, path: str) -> Value:
+def _layer(ctx: BuildContext, layer: Layer, x: Value, path: str) -> Value:
     if isinstance(layer, Ref):
         if layer.name in ctx.define_stack:  # reported by the schema; guard anyway
             raise ctx.fail(f"recursive define '{layer.name}'", layer.loc)
@@ -140,7 +59,7 @@ def _layer(ctx: _Ctx, layer: Layer, x: Value, path: str) -> Value:
 # -- component builders ------------------------------------------------------------------------
 
 
-def _embed(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _embed(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     vocab = ctx.spec.vocab
     if vocab is None:
         # Report it, then keep building with a stand-in so later layers are checked
@@ -153,18 +72,18 @@ def _embed(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     return out
 
 
-def _posenc(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _posenc(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     p = c.params
     return ctx.emit("posenc", {"kind": p.kind, "max_len": p.max_len}, [x], path, c.loc)  # type: ignore[attr-defined]
 
 
-def _linear(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _linear(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     p = c.params
     out = p.out or ctx.width(x)  # type: ignore[attr-defined]
     return ctx.emit("linear", {"out": out, "bias": p.bias}, [x], path, c.loc)  # type: ignore[attr-defined]
 
 
-def _norm(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _norm(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     p = c.params
     return ctx.emit(
         "norm",
@@ -175,15 +94,15 @@ def _norm(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     )
 
 
-def _act(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _act(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     return ctx.emit("pointwise", {"fn": c.params.fn}, [x], path, c.loc)  # type: ignore[attr-defined]
 
 
-def _dropout(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _dropout(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     return ctx.emit("dropout", {"p": float(c.params.p)}, [x], path, c.loc)  # type: ignore[attr-defined]
 
 
-def _residual(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _residual(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     y = _items(ctx, c.body, x, path)
     if ctx.width(y) != ctx.width(x):
         raise ctx.fail(
@@ -194,14 +113,14 @@ def _residual(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     return ctx.emit("binary", {"fn": "add"}, [x, y], f"{path}.add", c.loc)
 
 
-def _seq(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _seq(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     return _items(ctx, c.body, x, path)
 
 
 _GATED = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
 
 
-def _mlp(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _mlp(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     p: MlpParams = c.params  # type: ignore[assignment]
     d = ctx.width(x)
     hidden = p.hidden or max(1, round(p.mult * d))
@@ -218,7 +137,7 @@ def _mlp(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     return ctx.emit("linear", {"out": d, "bias": p.bias}, [h], f"{path}.down", c.loc)
 
 
-def _conv1d(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _conv1d(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     p: Conv1dParams = c.params  # type: ignore[assignment]
     d = ctx.width(x)
     groups = 0 if p.groups == "depthwise" else p.groups
@@ -243,7 +162,7 @@ def _conv1d(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     )
 
 
-def _attention(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _attention(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     p: AttentionParams = c.params  # type: ignore[assignment]
     d = ctx.width(x)
     kvh = p.kv_heads or p.heads
@@ -288,7 +207,7 @@ def _attention(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     return ctx.emit("linear", {"out": d, "bias": p.bias}, [a], f"{path}.o", c.loc)
 
 
-def _head(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _head(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     out = c.params.out or ctx.spec.vocab  # type: ignore[attr-defined]
     if out is None:
         raise (
@@ -323,190 +242,16 @@ def _head(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
     )
 
 
-def _recurrent(cell_of: Callable[[Component], str]) -> Builder:
-    def build(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-        p: RecurrentParams = c.params  # type: ignore[assignment]
-        hidden = p.hidden or ctx.width(x)
-        return ctx.emit(
-            "scan",
-            {
-                "cell": cell_of(c),
-                "hidden": hidden,
-                "layers": p.layers,
-                "bidirectional": p.bidirectional,
-                "bias": p.bias,
-                "mode": "sequential",
-            },
-            [x],
-            path,
-            c.loc,
-        )
-
-    return build
-
-
-def _scan_mode(ctx: _Ctx, c: Component, cell: str, mode: str) -> str:
-    """Check a component's `mode` against what its cell supports."""
-    if mode == "newton" and mode not in scan_modes(cell):
-        raise ctx.fail(
-            f"'{c.kind}' mode 'newton' is reserved for nonlinear cells with a diagonal "
-            f"recurrence (gru with recurrent: diagonal); use one of {scan_modes(cell)}",
-            c.loc_of("mode"),
-        )
-    if mode not in scan_modes(cell) and cell in MATRIX_CELLS:
-        raise ctx.fail(
-            f"'{c.kind}' has a matrix state with no associative form, so mode '{mode}' "
-            f"does not apply; use one of {scan_modes(cell)}",
-            c.loc_of("mode"),
-        )
-    if mode not in scan_modes(cell):
-        raise ctx.fail(
-            f"'{c.kind}' ({cell}) is not linear in its state, so mode '{mode}' does not "
-            f"apply; use one of {scan_modes(cell)}",
-            c.loc_of("mode"),
-        )
-    return mode
-
-
-_DIAG_ONLY = ("mode", "newton_iters", "newton_tol")
-
-
-def _gru(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-    """gru: torch.nn.GRU (recurrent: full) or the diagonal GRU cell diag_gru."""
-    p: GruParams = c.params  # type: ignore[assignment]
-    if p.recurrent == "full":
-        for name in _DIAG_ONLY:
-            if getattr(p, name) is not None:
-                raise ctx.fail(
-                    f"'gru' parameter '{name}' applies to recurrent: diagonal only "
-                    "(a full GRU runs the sequential nn.GRU kernel)",
-                    c.loc_of(name),
-                )
-        return _recurrent(lambda c: "gru")(ctx, c, x, path)
-    if p.layers != 1 or p.bidirectional:
-        raise ctx.fail(
-            "a diagonal gru has one layer and one direction; stack gru layers instead",
-            c.loc_of("layers" if p.layers != 1 else "bidirectional"),
-        )
-    mode = _scan_mode(ctx, c, "diag_gru", p.mode or "auto")
-    return ctx.emit(
-        "scan",
-        {
-            "cell": "diag_gru",
-            "hidden": p.hidden or ctx.width(x),
-            "bias": p.bias,
-            "mode": mode,
-            "iters": p.newton_iters if p.newton_iters is not None else NEWTON_ITERS,
-            "tol": p.newton_tol if p.newton_tol is not None else NEWTON_TOL,
-        },
-        [x],
-        path,
-        c.loc,
-    )
-
-
-def _rnn(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-    p: RnnParams = c.params  # type: ignore[assignment]
-    if p.act != "leaky":
-        if p.mode not in ("auto", "sequential"):
-            _scan_mode(ctx, c, f"rnn_{p.act}", p.mode)
-        return _recurrent(lambda c: f"rnn_{p.act}")(ctx, c, x, path)
-    cell = f"leaky_{p.nonlinearity}"
-    if p.layers != 1 or p.bidirectional:
-        raise ctx.fail(
-            "a leaky rnn has one layer and one direction; stack rnn layers instead", c.loc
-        )
-    return ctx.emit(
-        "scan",
-        {
-            "cell": cell,
-            "hidden": p.hidden or ctx.width(x),
-            "bias": p.bias,
-            "mode": _scan_mode(ctx, c, cell, p.mode),
-        },
-        [x],
-        path,
-        c.loc,
-    )
-
-
-def _min_rnn(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-    p: MinRnnParams = c.params  # type: ignore[assignment]
-    return ctx.emit(
-        "scan",
-        {
-            "cell": c.kind,
-            "hidden": p.hidden or ctx.width(x),
-            "bias": p.bias,
-            "mode": _scan_mode(ctx, c, c.kind, p.mode),
-        },
-        [x],
-        path,
-        c.loc,
-    )
-
-
-def _ssm(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-    p: SsmParams = c.params  # type: ignore[assignment]
-    d = ctx.width(x)
-    if p.hidden is not None and p.hidden != d:
-        raise ctx.fail(
-            f"an ssm keeps the width: hidden={p.hidden} must equal the input width {d} "
-            "(put a linear before it to change the width)",
-            c.loc_of("hidden"),
-        )
-    if p.disc != "zoh" and p.kind != "s4d":
-        raise ctx.fail(f"disc applies to kind s4d only, not {p.kind}", c.loc_of("disc"))
-    cell = f"s4d_{p.disc}" if p.kind == "s4d" else p.kind
-    return ctx.emit(
-        "scan",
-        {
-            "cell": cell,
-            "hidden": d,
-            "bias": False,
-            "mode": _scan_mode(ctx, c, cell, p.mode),
-            "state": p.state,
-        },
-        [x],
-        path,
-        c.loc,
-    )
-
-
-def _matrix(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
-    """gla / delta: a width-keeping scan whose carry is one (dk, dv) matrix per head."""
-    p = c.params
-    d = ctx.width(x)
-    heads = p.heads  # type: ignore[attr-defined]
-    if d % heads:
-        raise ctx.fail(
-            f"'{c.kind}' heads={heads} must divide the input width {d}", c.loc_of("heads")
-        )
-    return ctx.emit(
-        "scan",
-        {
-            "cell": c.kind,
-            "hidden": d,
-            "bias": True,
-            "mode": _scan_mode(ctx, c, c.kind, p.mode),  # type: ignore[attr-defined]
-            "state": getattr(p, "key_dim", None),
-            "heads": heads,
-            "chunk": p.chunk,  # type: ignore[attr-defined]
-        },
-        [x],
-        path,
-        c.loc,
-    )
-
-
 def _region(
-    ctx: _Ctx, body: tuple[Layer, ...], x: Value, prefix: str, loc: SourceLoc | None
+    ctx: BuildContext, body: tuple[Layer, ...], x: Value, prefix: str, loc: SourceLoc | None
 ) -> Graph:
     """Build `body` as a region graph whose input has the type of `x`."""
     t = ctx.graph.type_of(x)
     assert isinstance(t, TensorType)
     region = Graph(prefix)
-    inner = _Ctx(ctx.spec, ctx.diags, region, ctx.embeds, ctx.define_stack, counter=ctx.counter)
+    inner = BuildContext(
+        ctx.spec, ctx.diags, region, ctx.embeds, ctx.define_stack, counter=ctx.counter
+    )
     inp = region.add(
         "input", {"kind": "features", "dim": t.feature}, [], (t,), loc=loc, path=f"{prefix}.input"
     )
@@ -522,14 +267,14 @@ def _region(
     return region
 
 
-def _loop(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _loop(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     steps, copies = c.params.steps, c.params.copies()  # type: ignore[attr-defined]
     _check_unroll(ctx, c, copies, "steps" if copies == steps else "tie")
     regions = tuple(_region(ctx, c.body, x, f"{path}.{i}", c.loc) for i in range(copies))
     return ctx.emit("loop", {"steps": steps, "copies": copies}, [x], path, c.loc, regions)
 
 
-def _check_unroll(ctx: _Ctx, c: Component, count: int, param: str) -> None:
+def _check_unroll(ctx: BuildContext, c: Component, count: int, param: str) -> None:
     if count > knobs.max_ir_nodes():
         raise ctx.fail(
             f"{c.kind} {param}={count} unrolls into more than {knobs.max_ir_nodes()} IR nodes",
@@ -537,7 +282,7 @@ def _check_unroll(ctx: _Ctx, c: Component, count: int, param: str) -> None:
         )
 
 
-def _repeat(ctx: _Ctx, c: Component, x: Value, path: str) -> Value:
+def _repeat(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     n = c.params.n  # type: ignore[attr-defined]
     _check_unroll(ctx, c, n, "n")
     # Refuse up front what is certain to blow the budget (a nested 1e5 x 1e5
@@ -585,14 +330,7 @@ BUILDERS: dict[str, Builder] = {
     "conv1d": _conv1d,
     "attention": _attention,
     "head": _head,
-    "lstm": _recurrent(lambda c: "lstm"),
-    "gru": _gru,
-    "rnn": _rnn,
-    "mingru": _min_rnn,
-    "minlstm": _min_rnn,
-    "ssm": _ssm,
-    "gla": _matrix,
-    "delta": _matrix,
+    **RECURRENT_BUILDERS,
     "loop": _loop,
     "repeat": _repeat,
 }
@@ -621,7 +359,7 @@ def build_graph(spec: Spec) -> Graph:
         path="input",
     )
     graph.inputs.append(inp.id)
-    ctx = _Ctx(spec, diags, graph)
+    ctx = BuildContext(spec, diags, graph)
     try:
         y = _items(ctx, spec.layers, inp.out(), "layers")
         graph.outputs.append(y)

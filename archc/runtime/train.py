@@ -79,6 +79,7 @@ class Trainer:
         self.spec, self.cfg, self.run_dir = spec, spec.train, run_dir
         self.world = dist.setup(self.cfg.device)
         torch.manual_seed(self.cfg.seed)  # dropout draws from the global stream
+        self.nan_at = knobs.inject_nan_at_step()  # read once, not every step
         self.task = build_task(spec)
         self.curriculum = build_curriculum(spec, self.task)
         self.model = compile_spec(spec, seed=self.cfg.seed)
@@ -206,7 +207,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         value = dist.all_sum(total.detach().clone(), world) / max(1, count)
-        if self.step == knobs.inject_nan_at_step():
+        if self.step == self.nan_at:
             value = value * float("nan")
         mean = float(value)
         if not math.isfinite(mean):

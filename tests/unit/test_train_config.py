@@ -312,7 +312,8 @@ def test_task_flag_keeps_explicit_task_param_override(
     seen: list[Spec] = []
 
     class Summary:
-        run_dir = ""
+        def line(self) -> str:
+            return "fake run"
 
     def fake_train(spec: Spec, *args: Any, **kwargs: Any) -> Summary:
         seen.append(spec)

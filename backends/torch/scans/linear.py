@@ -30,12 +30,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["LOG_FLOOR", "linear_scan", "linear_scan_modes"]
+__all__ = ["linear_scan", "linear_scan_modes"]
 
 _MODES = ("auto", "sequential", "associative", "chunked")
 
-# Kept for callers that clamp log-decays (e.g. log-space gates): exp(-40) ~ 4.2e-18.
-LOG_FLOOR = -40.0
 
 # Below this T the Python loop beats the chunked machinery (few ops, no logs).
 _AUTO_SEQUENTIAL_MAX_T = 16

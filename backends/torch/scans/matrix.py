@@ -37,7 +37,7 @@ triangular) gives ``U~ = (I+A)^-1 diag(beta) V`` and ``W = (I+A)^-1 diag(beta) K
 
 Compute dtype: float32, or float64 when any input is float64. Outputs are returned in
 v's dtype; the final state in the compute dtype (it is the carry: keep it precise).
-``log_g`` must be finite (clamp a gate's log at e.g. ``LOG_FLOOR`` in the caller).
+``log_g`` must be finite (clamp a gate's log, e.g. at -40, in the caller).
 """
 
 from __future__ import annotations
