@@ -39,16 +39,30 @@ def compile(
     source: str | Path | Spec,
     overrides: list[str] | tuple[str, ...] = (),
     seed: int | None = 0,
+    *,
+    device: str | None = None,
+    seq_len: int | None = None,
 ) -> CompiledModel:
     """Compile a spec (path, text or Spec) into a torch.nn.Module.
 
     Overrides use the CLI syntax: ``["d_model=256", "layers[2].attention.heads=8"]``.
     The module maps token ids (B, T) (or features (B, T, D) when the spec has no embed)
-    to (B, T, out).
+    to (B, T, out). With `device` ("cpu", "cuda"), the select-scan-mode pass fixes every
+    scan left at mode "auto" for sequences of `seq_len` on that device; without it the
+    modules choose at run time. `model.spec_hash` names the spec's graph before any
+    such choice (checkpoints stay valid across devices).
     """
     from archc.backends.torch.compiled import compile_graph
+    from archc.ir.printer import structural_hash
 
     spec = source if isinstance(source, Spec) else load(source, overrides)
-    model = compile_graph(to_graph(spec), seed=seed)
+    graph = to_graph(spec)
+    spec_hash = structural_hash(graph)
+    if device is not None:
+        from archc.passes.select_scan_mode import SelectScanMode
+
+        graph = SelectScanMode(seq_len, device).run(graph).graph
+    model = compile_graph(graph, seed=seed)
     model.spec = spec
+    model.spec_hash = spec_hash
     return model

@@ -162,8 +162,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     path, overrides = _one_spec(args)
     graph = to_graph(path, overrides)
     cost = model_cost(graph, args.seq_len)
+    kernels = _kernel_lines(graph, args.device) if args.device else None
     if args.json:
-        print(json.dumps({"model": graph.name, **cost.as_dict()}, indent=2))
+        extra = {"kernels": _kernel_json(graph, args.device)} if args.device else {}
+        print(json.dumps({"model": graph.name, **cost.as_dict(), **extra}, indent=2))
         return EXIT_OK
     rows = [
         ("model", graph.name),
@@ -179,7 +181,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
+    for line in kernels or ():
+        print(line)
     return EXIT_OK
+
+
+def _kernel_lines(graph: object, device: str) -> list[str]:
+    """Which Triton kernel each scan node gets on `device`, and why not (no GPU needed)."""
+    from archc.backends.triton.rules import format_assignments
+
+    return format_assignments(graph, device)  # type: ignore[arg-type]
+
+
+def _kernel_json(graph: object, device: str) -> dict[str, dict[str, str | None]]:
+    from archc.backends.triton.rules import assign_kernels
+
+    rows = assign_kernels(graph, device)  # type: ignore[arg-type]
+    return {p: {"kernel": k, "reason": why} for p, (k, why) in rows.items()}
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -356,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("args", nargs="+", metavar="SPEC|OVERRIDE", help="a spec file, then " + over)
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--seq-len", type=int, default=1024, help="sequence length for FLOPs")
+    i.add_argument(
+        "--device",
+        help="also list which Triton kernel each scan gets on this device (e.g. cuda) and why not",
+    )
     i.set_defaults(func=cmd_info)
 
     g = sub.add_parser(

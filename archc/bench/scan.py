@@ -1,5 +1,6 @@
-"""Scan benchmarks: the diagonal linear scan h_t = a_t * h_{t-1} + b_t, and the Newton
-(ParaRNN) solver for a diagonal GRU (archc/bench/scan_newton.py).
+"""Scan benchmarks: the diagonal linear scan h_t = a_t * h_{t-1} + b_t, the Newton
+(ParaRNN) solver for a diagonal GRU (archc/bench/scan_newton.py), and archc's LSTM/GRU/
+leaky RNN against nn.LSTM / cuDNN (archc/bench/scan_rnn.py).
 
 Run: ``python -m archc.bench.scan [--quick]`` (also ``archc bench scan``). CPU:
 forward+backward of the chunked and associative modes against the sequential loop,
@@ -84,6 +85,15 @@ def bench_linear_scan(quick: bool) -> list[str]:
         lines.append(
             f"  {m:<11} {med[m] * 1e3:8.1f} ms   {med[m] / med['sequential']:.2f}x sequential"
         )
+    from archc.bench.memory_bw import elementwise_bandwidth, scan_traffic_bytes
+
+    bw = elementwise_bandwidth()
+    moved = scan_traffic_bytes(B * T * D) / med["chunked"]
+    lines.append(
+        f"  chunked moves >= {scan_traffic_bytes(B * T * D) / 1e6:.0f} MB: {moved / 1e9:.1f} GB/s "
+        f"= {moved / bw:.0%} of torch.add's {bw / 1e9:.1f} GB/s here (a bound of "
+        f"{scan_traffic_bytes(B * T * D) / bw * 1e3:.1f} ms for any torch-op scan)"
+    )
 
     if torch.cuda.is_available():
         lines += _bench_cuda(quick)
@@ -136,6 +146,10 @@ def _bench_cuda(quick: bool) -> list[str]:
                     f"  {k} {str(dtype).removeprefix('torch.'):<8} B={B} T={T} D={D}: "
                     f"{med[k] * 1e3:7.3f} ms  {bw / 1e12:5.2f} TB/s  {bw / peak:5.1%} of peak"
                 )
+    # Chunked GLA / delta rule kernels vs sequential and torch.compile (scan_matrix.py).
+    from archc.bench.scan_matrix import bench_matrix_cuda
+
+    lines += bench_matrix_cuda(quick)
     return lines
 
 
@@ -144,8 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repetitions")
     args = parser.parse_args(argv)
     from archc.bench.scan_newton import bench_newton
+    from archc.bench.scan_rnn import bench_rnn
 
-    for bench in (bench_linear_scan, bench_newton):
+    for bench in (bench_linear_scan, bench_newton, bench_rnn):
         for line in bench(args.quick):
             print(line, flush=True)
 

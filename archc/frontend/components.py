@@ -108,19 +108,38 @@ class RecurrentParams(Params):
 ScanMode = Literal["auto", "sequential", "associative", "chunked", "newton"]
 
 
-class RnnParams(RecurrentParams):
+class NewtonRecurrentParams(RecurrentParams):
+    """Fields of the recurrences that can be solved by Newton's method (ParaRNN) when
+    their recurrent weights are structured (`recurrent: diagonal`, or `block`)."""
+
+    newton_iters: int | None = Field(
+        default=None, gt=0, description="structured only: Newton iteration budget (default 8)"
+    )
+    newton_tol: float | None = Field(
+        default=None, gt=0, description="structured only: Newton tolerance (default 1e-6)"
+    )
+
+
+class RnnParams(NewtonRecurrentParams):
     """Elman RNN; `act: leaky` is the leaky / tau RNN h_t = (1 - 1/tau) h_{t-1} +
     (1/tau) nonlinearity(W_ih x_t + W_hh h_{t-1} + b) with a trainable per-unit tau >= 1
-    (one layer, one direction)."""
+    (one layer, one direction). `recurrent: diagonal` (per-unit weights) or `block`
+    (k x k blocks, `block: k`) makes a tanh RNN that `mode: newton` solves in parallel."""
 
     act: Literal["tanh", "relu", "leaky"] = "tanh"
     nonlinearity: Literal["tanh", "relu"] = Field(
         default="tanh", description="the leaky RNN's nonlinearity (act: leaky only)"
     )
-    mode: ScanMode = Field(default="auto", description="scan mode: auto | sequential")
+    recurrent: Literal["full", "diagonal", "block"] = "full"
+    block: int | None = Field(
+        default=None, gt=0, description="recurrent: block only: the block size k"
+    )
+    mode: ScanMode = Field(
+        default="auto", description="auto | sequential (| newton for recurrent: diagonal/block)"
+    )
 
 
-class GruParams(RecurrentParams):
+class GruParams(NewtonRecurrentParams):
     """GRU. `recurrent: full` (default) is torch.nn.GRU; `recurrent: diagonal` is the
     ParaRNN diagonal GRU (dense input projection, per-unit recurrent weights), which can
     solve the whole sequence at once by Newton's method (`mode: newton`). `mode`,
@@ -128,13 +147,8 @@ class GruParams(RecurrentParams):
 
     recurrent: Literal["full", "diagonal"] = "full"
     mode: ScanMode | None = Field(
-        default=None, description="diagonal only: auto (= newton) | sequential | newton"
-    )
-    newton_iters: int | None = Field(
-        default=None, gt=0, description="diagonal only: Newton iteration budget (default 8)"
-    )
-    newton_tol: float | None = Field(
-        default=None, gt=0, description="diagonal only: Newton tolerance (default 1e-6)"
+        default=None,
+        description="diagonal only: auto (Newton on CUDA, the loop on CPU) | sequential | newton",
     )
 
 
@@ -145,6 +159,9 @@ class MinRnnParams(Params):
     hidden: int | None = Field(default=None, gt=0)
     bias: bool = True
     mode: ScanMode = Field(default="auto", description="auto | sequential | associative | chunked")
+    bidirectional: bool = Field(
+        default=False, description="also run it backwards; outputs concatenated (2x width)"
+    )
 
 
 class SsmParams(Params):
@@ -159,6 +176,9 @@ class SsmParams(Params):
     mode: ScanMode = Field(
         default="auto", description="auto | sequential | associative | chunked (not lru)"
     )
+    bidirectional: bool = Field(
+        default=False, description="also run it backwards; outputs concatenated (2x width)"
+    )
 
 
 class GlaParams(Params):
@@ -172,6 +192,9 @@ class GlaParams(Params):
     )
     mode: ScanMode = Field(default="auto", description="auto | sequential | chunked")
     chunk: int = Field(default=64, gt=0, description="chunk length of the chunked mode")
+    bidirectional: bool = Field(
+        default=False, description="also run it backwards; outputs concatenated (2x width)"
+    )
 
 
 class DeltaParams(Params):
@@ -182,6 +205,45 @@ class DeltaParams(Params):
     heads: int = Field(default=4, gt=0)
     mode: ScanMode = Field(default="auto", description="auto | sequential | chunked")
     chunk: int = Field(default=64, gt=0, description="chunk length of the chunked mode")
+    bidirectional: bool = Field(
+        default=False, description="also run it backwards; outputs concatenated (2x width)"
+    )
+
+
+class AarenParams(Params):
+    """Aaren (Feng et al. 2024, attention as an RNN): per head a learned query q attends
+    causally over keys W_k x and values W_v x, o_t = softmax_{i<=t}(q . k_i / sqrt(d)) v,
+    carried as a running (max, weighted value sum, softmax sum); y = W_o concat_heads(o)."""
+
+    heads: int = Field(default=4, gt=0)
+    mode: ScanMode = Field(default="auto", description="auto | sequential | associative")
+
+
+class CellParams(Params):
+    """A custom recurrent cell written as expressions (archc/frontend/cell_expr.py):
+    `state` entries (name: width) start at zero; each step evaluates the `let`s in
+    order, then every `update` from the old state and the lets; `output` (reading the
+    updated state) is what the layer emits per step."""
+
+    state: dict[str, int] = Field(description="carried vectors and their widths")
+    let: dict[str, str | int | float] = Field(default_factory=dict)
+    update: dict[str, str | int | float]
+    output: str | int | float
+    mode: Literal["auto", "sequential", "newton"] = Field(
+        default="auto", description="newton: diagonal cells only (auto: newton on CUDA)"
+    )
+    newton_iters: int | None = Field(default=None, gt=0)
+    newton_tol: float | None = Field(default=None, gt=0)
+
+    @field_validator("state")
+    @classmethod
+    def _positive_widths(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v:
+            raise ValueError("a cell needs at least one state entry")
+        for k, w in v.items():
+            if w <= 0:
+                raise ValueError(f"state '{k}' needs a positive width")
+        return v
 
 
 _TIE = re.compile(r"^(all|none|cycle\((\d+)\))$")
@@ -271,6 +333,8 @@ for _c in (
     ComponentDef("ssm", SsmParams, "hidden", doc="diagonal SSM: s4d | lru | selective"),
     ComponentDef("gla", GlaParams, "heads", doc="gated linear attention (matrix state)"),
     ComponentDef("delta", DeltaParams, "heads", doc="DeltaNet delta-rule layer (matrix state)"),
+    ComponentDef("aaren", AarenParams, "heads", doc="Aaren: attention as an RNN (learned query)"),
+    ComponentDef("cell", CellParams, None, doc="custom recurrent cell from expressions"),
     ComponentDef("loop", LoopParams, "steps", body=True, doc="looped (weight-tied) layers"),
     ComponentDef("repeat", RepeatParams, "n", body=True, doc="n untied copies of the body"),
 ):

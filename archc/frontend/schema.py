@@ -241,6 +241,11 @@ class _SpecBuilder:
         body = self.items(body_raw, body_path) if body_raw is not None else ()
         if isinstance(value, dict):
             param_locs = {k: self.locs.value((*path, k)) for k in params}
+            # Values inside mapping parameters too ("let.z"), so a builder can point
+            # into them (a custom cell's expressions).
+            for rel, rloc, is_key in self.locs.subtree(path):
+                if not is_key and len(rel) == 2 and isinstance(value.get(rel[0]), dict):
+                    param_locs[f"{rel[0]}.{rel[1]}"] = rloc
         else:
             param_locs = {cdef.primary: self.locs.value(path)} if cdef.primary else {}
         if cdef.body and body_raw is not None and not body and not self.diags:

@@ -1,13 +1,16 @@
 """The `scan` op: recurrence over time with a built-in cell (LSTM/GRU/RNN through
 torch's kernels; tau RNNs, minGRU/minLSTM, diagonal SSMs, GLA/DeltaNet and the diagonal
-GRU through backends/torch/modules/cells.py). Its cells, modes, parameters and costs.
+GRU through backends/torch/modules/cells.py; Aaren through cells_aaren.py). Its cells,
+modes, parameters and costs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
+from archc.frontend.cell_expr import cell_from_body
 from archc.ir.opdef import (
     BOOL,
     F32,
@@ -34,12 +37,15 @@ NEW_CELLS = (
     "mingru",
     "minlstm",
     "diag_gru",
+    "diag_rnn",
+    "block_rnn",
     "s4d_zoh",
     "s4d_bilinear",
     "lru",
     "selective",
     "gla",
     "delta",
+    "aaren",
 )
 SSM_CELLS = ("s4d_zoh", "s4d_bilinear", "lru", "selective")
 SCAN_MODES = ("sequential", "auto", "associative", "chunked")
@@ -51,8 +57,14 @@ LINEAR_CELLS = ("mingru", "minlstm", "s4d_zoh", "s4d_bilinear", "selective")
 MATRIX_CELLS = ("gla", "delta")
 # Nonlinear cells with a diagonal Jacobian d h_t / d h_{t-1}: besides the exact loop they
 # run as a Newton solve over the whole sequence (backends/torch/scans/newton.py, ParaRNN).
-NEWTON_CELLS = ("diag_gru",)
+NEWTON_CELLS = ("diag_gru", "diag_rnn", "block_rnn", "custom_diag")
+# Custom cells written in the spec (`body` holds their canonical expressions):
+# "custom_diag" when the state enters its update only elementwise (Newton applies).
+CUSTOM_CELLS = ("custom", "custom_diag")
 NEWTON_ITERS, NEWTON_TOL = 8, 1e-6
+# Aaren (attention as an RNN): a softmax state (m, u, w) per head whose merge is
+# associative but not linear, run by backends/torch/scans/associative.py.
+AAREN_MODES = ("sequential", "auto", "associative")
 
 
 def scan_modes(cell: str) -> tuple[str, ...]:
@@ -61,6 +73,8 @@ def scan_modes(cell: str) -> tuple[str, ...]:
         return ("sequential", "auto", "chunked")
     if cell in NEWTON_CELLS:
         return ("sequential", "auto", "newton")
+    if cell == "aaren":
+        return AAREN_MODES
     return SCAN_MODES if cell in LINEAR_CELLS else ("sequential", "auto")
 
 
@@ -73,6 +87,18 @@ def matrix_dims(attrs: Attrs) -> tuple[int, int, int]:
 
 
 def _scan_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    """(y, final carry). A bidirectional cells.py cell concatenates its forward and
+    backward outputs (width 2 * out, like nn.LSTM) and stacks their carries on a leading
+    direction dim of 2."""
+    y, carry = _one_way_shape(attrs, ins)
+    if not attrs["bidirectional"] or attrs["cell"] in CELL_GATES:
+        return (y, carry)
+    assert isinstance(y, TensorType) and isinstance(carry, StateType)
+    parts = tuple((n, TensorType((2, *t.dims), t.dtype)) for n, t in carry.parts)
+    return (y.with_feature(2 * y.feature), StateType(parts))
+
+
+def _one_way_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
     t = float_seq(ins[0], "scan")
     cell, h = attrs["cell"], attrs["hidden"]
     if attrs["mode"] not in scan_modes(cell):
@@ -84,9 +110,15 @@ def _scan_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
         hs = TensorType((attrs["layers"] * dirs, "B", h))
         parts = (("h", hs), ("c", hs)) if cell == "lstm" else (("h", hs),)
         return (t.with_feature(h * dirs), StateType(parts))
-    if attrs["layers"] != 1 or attrs["bidirectional"]:
-        raise ShapeError(f"scan cell {cell} has one layer and one direction")
-    if cell in MATRIX_CELLS:
+    if attrs["layers"] != 1:
+        raise ShapeError(f"scan cell {cell} has one layer")
+    if cell in CUSTOM_CELLS:
+        c = cell_from_body(attrs["body"], t.feature)
+        parts = tuple((k, TensorType(("B", w))) for k, w in c.state)
+        return (t.with_feature(c.out_width), StateType(parts))
+    if cell == "block_rnn" and (not attrs["block"] or attrs["block"] <= 0 or h % attrs["block"]):
+        raise ShapeError(f"block_rnn: block={attrs['block']} must divide hidden={h}")
+    if cell in (*MATRIX_CELLS, "aaren"):
         if h != t.feature:
             raise ShapeError(
                 f"a {cell} layer keeps the width: hidden={h} must equal the input width {t.feature}"
@@ -94,6 +126,10 @@ def _scan_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
         heads = attrs["heads"]
         if heads is None or heads <= 0 or h % heads:
             raise ShapeError(f"{cell}: heads={heads} must divide the width {h}")
+        if cell == "aaren":
+            # Per head [u | m | w]: the weighted value sum (h / heads), the running max
+            # score and the softmax denominator.
+            return (t, StateType((("h", TensorType(("B", heads, h // heads + 2))),)))
         nh, dk, dv = matrix_dims(attrs)
         return (t, StateType((("S", TensorType(("B", nh, dk, dv))),)))
     if cell in SSM_CELLS:
@@ -115,7 +151,11 @@ def _scan_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
     as the attributes of their module in backends/torch/modules/cells.py."""
     cell = attrs["cell"]
     if cell not in CELL_GATES:
-        return _new_cell_params(attrs, elems(ins[0]))
+        ps = _new_cell_params(attrs, elems(ins[0]))
+        if not attrs["bidirectional"]:
+            return ps
+        # Bidirectional(fwd, bwd): two independent copies, named as its state_dict keys.
+        return tuple(replace(p, name=f"{d}.{p.name}") for d in ("fwd", "bwd") for p in ps)
     h, g = attrs["hidden"], CELL_GATES[cell]
     dirs = 2 if attrs["bidirectional"] else 1
     init = f"uniform({1.0 / math.sqrt(h)!r})"
@@ -143,6 +183,8 @@ def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
     cell, h, n = attrs["cell"], attrs["hidden"], attrs["state"]
     u_in = f"uniform({1.0 / math.sqrt(d)!r})"
     ps: list[ParamSpec] = []
+    if cell in CUSTOM_CELLS:
+        return _custom_params(attrs, d)
     if cell.startswith("leaky_"):
         u_h = f"uniform({1.0 / math.sqrt(h)!r})"
         ps += [ParamSpec("weight_ih", (h, d), u_in), ParamSpec("weight_hh", (h, h), u_h)]
@@ -156,6 +198,18 @@ def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
             ps.append(ParamSpec(f"weight_{g}", (h, d), u_in))
             if attrs["bias"]:
                 ps.append(ParamSpec(f"bias_{g}", (h,), "zeros", decay=False))
+    elif cell in ("diag_rnn", "block_rnn"):
+        k = attrs["block"]
+        # A tanh RNN's recurrent weights, per unit or per k x k block: entries uniform in
+        # +-0.9 (diag: |u| < 1, contractive) or +-1/sqrt(k) (as nn.RNN's 1/sqrt(H)).
+        hh = (
+            ((h,), "uniform(0.9)")
+            if cell == "diag_rnn"
+            else ((h // k, k, k), f"uniform({1.0 / math.sqrt(k)!r})")
+        )
+        ps += [ParamSpec("weight_ih", (h, d), u_in), ParamSpec("weight_hh", *hh)]
+        if attrs["bias"]:
+            ps.append(ParamSpec("bias", (h,), "zeros", decay=False))
     elif cell == "diag_gru":
         # [z, r, c] stacked like nn.GRU; the recurrent weights are (3, H) per-unit vectors.
         ps.append(ParamSpec("weight_ih", (3 * h, d), u_in))
@@ -181,6 +235,15 @@ def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
                 ParamSpec("bias_beta", (nh,), "zeros", decay=False),
             ]
         ps.append(ParamSpec("weight_o", (h, h), f"uniform({1.0 / math.sqrt(h)!r})"))
+    elif cell == "aaren":
+        # The learned query (heads, h / heads) is fanned into by one head's key width.
+        dv = h // attrs["heads"]
+        ps += [
+            ParamSpec("weight_k", (h, d), u_in),
+            ParamSpec("weight_v", (h, d), u_in),
+            ParamSpec("query", (attrs["heads"], dv), f"uniform({1.0 / math.sqrt(dv)!r})"),
+            ParamSpec("weight_o", (h, h), f"uniform({1.0 / math.sqrt(h)!r})"),
+        ]
     elif cell in ("s4d_zoh", "s4d_bilinear"):
         ps += [
             ParamSpec("A_log", (h, n), "s4d_real", decay=False),
@@ -212,10 +275,34 @@ def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
     return tuple(ps)
 
 
+def _custom_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
+    """One parameter set per call site of a custom cell: linear -> weight (out, in)
+    uniform(1/sqrt(in)) and bias (zeros, no decay); diag -> a per-unit scale (ones);
+    param -> a learned vector (zeros, no decay, like a bias)."""
+    ps: list[ParamSpec] = []
+    for s in cell_from_body(attrs["body"], d).sites:
+        if s.fn == "linear":
+            bound = f"uniform({1.0 / math.sqrt(s.d_in)!r})"
+            ps.append(ParamSpec(f"{s.name}_weight", (s.d_out, s.d_in), bound))
+            if s.bias:
+                ps.append(ParamSpec(f"{s.name}_bias", (s.d_out,), "zeros", decay=False))
+        elif s.fn == "diag":
+            ps.append(ParamSpec(f"{s.name}_weight", (s.d_out,), "ones", decay=False))
+        else:
+            ps.append(ParamSpec(f"{s.name}_weight", (s.d_out,), "zeros", decay=False))
+    return tuple(ps)
+
+
 def _scan_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
     cell, h = attrs["cell"], attrs["hidden"]
     if cell not in CELL_GATES:
-        return _new_cell_cost(attrs, elems(ins[0]))
+        c = _new_cell_cost(attrs, elems(ins[0]))
+        if not attrs["bidirectional"]:
+            return c
+        # Two cells, each over every token, each with its own carry.
+        return replace(
+            c, flops=2 * c.flops, act_bytes=2 * c.act_bytes, state_bytes=2 * c.state_bytes
+        )
     g = CELL_GATES[cell]
     dirs = 2 if attrs["bidirectional"] else 1
     flops = 0.0
@@ -234,6 +321,10 @@ def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
     """Per-token FLOPs (matmuls 2 per multiply-add, plus the elementwise recurrence) and
     the carried state of the cells.py cells."""
     cell, h, n = attrs["cell"], attrs["hidden"], attrs["state"] or 0
+    if cell in CUSTOM_CELLS:
+        c = cell_from_body(attrs["body"], d)
+        width = sum(w for _, w in c.state)
+        return Cost(flops=c.flops(), act_bytes=(width + h) * F32, state_bytes=width * F32)
     if cell.startswith("leaky_"):
         # W_ih x + W_hh h, nonlinearity (~4), leaky mix (3).
         return Cost(flops=2.0 * h * (d + h) + 7.0 * h, act_bytes=2 * h * F32, state_bytes=h * F32)
@@ -244,6 +335,12 @@ def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
             flops=2.0 * g * h * d + 4.0 * (g - 1) * h + (3.0 if g == 3 else 0.0) * h + 3.0 * h,
             act_bytes=(g + 1) * h * F32,
             state_bytes=h * F32,
+        )
+    if cell in ("diag_rnn", "block_rnn"):
+        # W x (H x D); U h: H (diag) or k H (block) multiply-adds; tanh (~4); masked mix (3).
+        rec = h if cell == "diag_rnn" else (attrs["block"] or 1) * h
+        return Cost(
+            flops=2.0 * h * d + 2.0 * rec + 7.0 * h, act_bytes=2 * h * F32, state_bytes=h * F32
         )
     if cell == "diag_gru":
         # W x (3H x D), two sigmoids (~4 each) and a tanh (~4), u*h (3), r*h (1), the
@@ -264,6 +361,15 @@ def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
             flops = 2.0 * d * (2 * hk + h + nh) + 2.0 * h * h + 6.0 * hk + 6.0 * state
             act = 2 * hk + 2 * h + nh
         return Cost(flops=flops, act_bytes=act * F32, state_bytes=state * F32)
+    if cell == "aaren":
+        # k/v/o projections; the score q . k (2 per key dim); per head the max (1) and two
+        # exps (~4 each) and w's update (2); per value dim u's update (3) and u / w (1).
+        nh = attrs["heads"]
+        return Cost(
+            flops=2.0 * d * 2 * h + 2.0 * h * h + 2.0 * h + 11.0 * nh + 4.0 * h,
+            act_bytes=(3 * h + nh) * F32,
+            state_bytes=(h + 2 * nh) * F32,
+        )
     if cell == "lru":
         # Complex a*h + b (6 + 2), gamma*B*x (4), Re(C h) (3) per state; 2 floats per state.
         return Cost(
@@ -285,7 +391,7 @@ SCAN_OP = OpDef(
     "scan",
     (1, 1),
     {
-        "cell": AttrSpec(STR, choices=(*CELL_GATES, *NEW_CELLS)),
+        "cell": AttrSpec(STR, choices=(*CELL_GATES, *NEW_CELLS, *CUSTOM_CELLS)),
         "hidden": AttrSpec(INT),
         "layers": AttrSpec(INT, 1),
         "bidirectional": AttrSpec(BOOL, False),
@@ -296,12 +402,15 @@ SCAN_OP = OpDef(
         "chunk": AttrSpec(INT + NONE, None),
         "iters": AttrSpec(INT + NONE, None),
         "tol": AttrSpec(NUM + NONE, None),
+        "body": AttrSpec((tuple, type(None)), None),
+        "block": AttrSpec(INT + NONE, None),
     },
     _scan_shape,
     _scan_params,
     _scan_cost,
     doc="recurrence over time with a built-in cell; outputs (y, final state); "
     "`state` is an ssm cell's states per channel (gla/delta: the key width per "
-    "head); `heads` and `chunk` apply to the matrix-state cells gla and delta; `iters` "
-    "and `tol` are the Newton budget and tolerance of diag_gru",
+    "head); `heads` applies to gla, delta and aaren, `chunk` to gla and delta; `iters` "
+    "and `tol` are the Newton budget and tolerance of the Newton cells (diag_gru, "
+    "diag_rnn, block_rnn); `block` is block_rnn's block size",
 )

@@ -25,7 +25,6 @@ from archc import knobs
 from archc.api import compile as compile_spec
 from archc.diagnostics import error
 from archc.frontend.schema import Spec
-from archc.ir.printer import structural_hash
 from archc.runtime import checkpoint as ckpt
 from archc.runtime import distributed as dist
 from archc.runtime.objective import evaluate, loss_sum, per_head_logits
@@ -82,7 +81,9 @@ class Trainer:
         self.nan_at = knobs.inject_nan_at_step()  # read once, not every step
         self.task = build_task(spec)
         self.curriculum = build_curriculum(spec, self.task)
-        self.model = compile_spec(spec, seed=self.cfg.seed)
+        self.model = compile_spec(
+            spec, seed=self.cfg.seed, device=self.world.device.type, seq_len=self.cfg.seq_len
+        )
         check_model_fits(spec, self.model.graph, self.task, self.curriculum.heads)
         if self.cfg.batch_size % self.world.size:
             raise spec_error(
@@ -122,7 +123,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.world.device)
         return {
             "format": CHECKPOINT_FORMAT,
-            "model_hash": structural_hash(self.model.graph),
+            "model_hash": self.model.spec_hash,
             "step": self.step,  # batches are a function of the step: the data position
             "tokens": self.tokens,
             "seconds": self.seconds,
@@ -143,7 +144,7 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         state = ckpt.load(path, self.world.device)
-        if state.get("model_hash") != structural_hash(self.model.graph):
+        if state.get("model_hash") != self.model.spec_hash:
             raise error(
                 f"{self.run_dir} was trained with a different model; it cannot be resumed "
                 "with this spec",

@@ -83,6 +83,9 @@ class _Gen:
         for dep in rule.deps:
             self.use(dep)
         ctor = rule.ctor(node, [graph.type_of(v) for v in node.inputs])
+        defs = rule.defs(node, [graph.type_of(v) for v in node.inputs])
+        if defs is not None and defs not in self.functions:
+            self.functions.append(defs)
         if ctor is not None:
             self.out.modules.append((node.path, ctor))
         for p in node.params:
@@ -118,14 +121,14 @@ class _Gen:
             mine = tuple(f"{s}#{i}" for s in suffixes for i in range(steps) if i % copies == c)
             inner, result = self.body(region, "x", "    ", mine)
             self.functions.append(
-                f"def {name}(self, m, x, inc, pos, state, new_state, sfx):\n"
+                f"def {name}(self, m, x, inc, pos, state, new_state, sfx, lengths):\n"
                 + f'    """Step of loop {node.path} with weight copy {c}; sfx names the step."""\n'
                 + "\n".join(inner)
                 + f"\n    return {result}\n"
             )
             fns.append(name)
         sfx = 'f"#{_step}"' if suffixes == ("",) else 'f"{sfx}#{_step}"'
-        rest = f"{out}, inc, pos, state, new_state, {sfx})"
+        rest = f"{out}, inc, pos, state, new_state, {sfx}, lengths)"
         lines = [f"{indent}{out} = {arg}", f"{indent}for _step in range({steps}):"]
         if copies == 1:
             lines.append(f"{indent}    {out} = {fns[0]}(self, m, {rest}")
@@ -174,11 +177,15 @@ def model_source(graph: Graph, base: str = "nn.Module") -> ModelSource:
             '        """True if the carried state keeps its size as tokens are added."""',
             "        return CONSTANT_STATE",
             "",
-            "    def forward(self, x, state=None, return_state=False):",
+            "    def forward(self, x, state=None, return_state=False, lengths=None):",
             '        """x: token ids (B, T) or features (B, T, D) -> (B, T, out).',
             "",
             "        `y, state = forward(x, return_state=True)` also returns the state after x;",
             "        `forward(x_next, state=state, ...)` continues that sequence from it.",
+            "        `lengths` (B,) int64, each in 1..T: x is a right-padded batch; every",
+            "        recurrence stops at each sequence's length (its outputs past it are 0,",
+            "        its carry the sequence's own); other ops ignore it, so valid positions",
+            "        equal running each sequence alone unless an op looks ahead (mask none).",
             '        """',
             "        m = self._m",
             "        inc = state is not None or return_state",

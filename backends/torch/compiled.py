@@ -15,6 +15,7 @@ from torch import nn
 from archc.backends.torch.codegen import model_source
 from archc.backends.torch.modules import layers as L
 from archc.ir.graph import Graph
+from archc.ir.printer import structural_hash
 
 _counter = itertools.count()
 
@@ -22,21 +23,24 @@ _counter = itertools.count()
 class CompiledModel(nn.Module):
     """Base class of every compiled model.
 
-    `forward(x, state=None, return_state=False)`: x is token ids (B, T) or features
-    (B, T, D); returns (B, T, out), plus the state after x when `return_state` is set.
-    Passing that state back continues the sequence (causal models only; see
+    `forward(x, state=None, return_state=False, lengths=None)`: x is token ids (B, T) or
+    features (B, T, D); returns (B, T, out), plus the state after x when `return_state`
+    is set. Passing that state back continues the sequence (causal models only; see
     `incremental_support`): chunked calls give the same outputs as one full call.
+    `lengths` (B,) marks a right-padded batch: every scan stops at each length.
 
     The state is a dict: '_pos' (int, tokens seen so far) and one entry per stateful
     node, keyed by its path (with '#<step>' per loop step): attention KV caches
     `(k, v)`, each (B, KV, C, hd); causal conv1d inputs (B, reach, D); scan carries
     `h` or `(h, c)`, each (layers * dirs, B, hidden). A dict without '_pos' starts a new
     sequence with initial scan carries. `graph` is the IR it was generated from,
-    `source` the generated Python.
+    `source` the generated Python, `spec_hash` the structural hash of the spec's graph
+    before passes that only choose how to run it (scan modes).
     """
 
     graph: Graph
     source: str
+    spec_hash: str
 
     def num_parameters(self) -> int:
         """Distinct trainable parameters (tied weights counted once)."""
@@ -73,4 +77,5 @@ def compile_graph(graph: Graph, seed: int | None = 0) -> CompiledModel:
     model.reset_parameters(seed)
     model.graph = graph
     model.source = src.text
+    model.spec_hash = structural_hash(graph)
     return model

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+import re
+import textwrap
 
 from archc.backends.torch.codegen import model_source
-from archc.backends.torch.modules import cells
 from archc.backends.torch.modules import layers as L
 from archc.ir.graph import Graph
 
@@ -40,11 +42,11 @@ from torch import nn
 def emit_torch(graph: Graph, spec_name: str | None = None) -> str:
     """Source of a standalone module for `graph`."""
     src = model_source(graph, base="nn.Module")
-    deps = [*src.deps, L.place, L.init_parameters]
-    seen: list[object] = []
-    for d in deps:
-        if d not in seen and _used(d, src.text):
-            seen.append(d)
+    deps: list[object] = []
+    for d in (*src.deps, L.place, L.init_parameters):
+        if d not in deps:
+            deps.append(d)
+    seen = _needed(deps, src.text)
     defs = "\n\n".join(inspect.getsource(d).rstrip() + "\n" for d in seen)
     names = ", ".join(f"{d.__name__}={d.__name__}" for d in seen)  # type: ignore[attr-defined]
     origin = f" from {spec_name}" if spec_name else ""
@@ -57,16 +59,33 @@ def emit_torch(graph: Graph, spec_name: str | None = None) -> str:
     )
 
 
-def _used(dep: object, text: str) -> bool:
-    """Whether the generated `text` needs `dep`. The scan rule lists every recurrent cell
-    of cells.py; copy only the cells the model constructs (and diag_scan if one of those
-    calls it), so an LSTM's model.py stays short."""
-    if getattr(dep, "__module__", None) != cells.__name__:
-        return True
-    name = dep.__name__  # type: ignore[attr-defined]
-    if name in ("matrix_scan", "_heads"):
-        return any(f"L.{c.__name__}(" in text for c in (cells.GLA, cells.DeltaNet))
-    if name != "diag_scan":
-        return f"L.{name}(" in text
-    users = (c for c in (cells.MinGRU, cells.MinLSTM, cells.S4D, cells.SelectiveSSM))
-    return any(f"L.{c.__name__}(" in text for c in users)
+def _needed(deps: list[object], text: str) -> list[object]:
+    """The deps model.py must define, in their rule order (base classes come first).
+
+    A rule lists every definition it may use (the scan rule: every recurrent cell), but
+    the generated `text` names only the ones this model constructs or calls, as
+    `L.<name>`. Those are needed, and so, to a fixed point, is every dep whose name a
+    needed dep's source uses as a bare name (helpers such as `diag_scan` and base
+    classes). An LSTM's model.py thus stays short and free of the other cells.
+    """
+    names = {id(d): d.__name__ for d in deps}  # type: ignore[attr-defined]
+    need = {id(d) for d in deps if re.search(rf"\bL\.{names[id(d)]}\b", text)}
+    frontier = [d for d in deps if id(d) in need]
+    while frontier:
+        code = _code(frontier.pop())
+        for d in deps:
+            if id(d) not in need and re.search(rf"(?<![\w.]){names[id(d)]}\b", code):
+                need.add(id(d))
+                frontier.append(d)
+    return [d for d in deps if id(d) in need]
+
+
+def _code(dep: object) -> str:
+    """`dep`'s source without its docstrings and comments (names there are prose)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(dep)))  # type: ignore[arg-type]
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                body[0] = ast.Pass()
+    return ast.unparse(tree)

@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from archc.backends.torch.custom_cell import cell_ctor, cell_source
 from archc.backends.torch.modules import layers as L
 from archc.ir.graph import Node
+from archc.ir.ops_scan import NEWTON_CELLS
 from archc.ir.types import TensorType, Type
 
 Ctor = Callable[[Node, list[Type]], str | None]
@@ -53,6 +55,9 @@ class Rule:
     step: Step | None = None
     blocker: Callable[[Node], str | None] = _never
     grows: Callable[[Node], bool] = _no_growth
+    # Module-level function definitions the constructor text refers to (custom cells'
+    # generated step functions), or None.
+    defs: Callable[[Node, list[Type]], str | None] = lambda node, ins: None
 
 
 def _width(t: Type) -> int:
@@ -158,7 +163,14 @@ def _attention_blocker(node: Node) -> str | None:
     return f"{node.path}: attention with mask '{node.attrs['mask']}' attends to future tokens"
 
 
-_RNN_CLASS = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn_tanh": "nn.RNN", "rnn_relu": "nn.RNN"}
+# LSTM/GRU: nn.LSTM/nn.GRU subclasses (same parameters) that run archc's fused Triton
+# kernels on CUDA when they apply (fused.py); plain RNNs: nn.RNN (cuDNN).
+_RNN_CLASS = {
+    "lstm": "L.FusedLSTM",
+    "gru": "L.FusedGRU",
+    "rnn_tanh": "nn.RNN",
+    "rnn_relu": "nn.RNN",
+}
 
 
 def _cell_ctor(node: Node, d_in: int) -> str:
@@ -175,6 +187,11 @@ def _cell_ctor(node: Node, d_in: int) -> str:
             f"L.DiagGRU({d_in!r}, {h!r}, bias={a['bias']!r}, mode={mode!r}, "
             f"iters={a['iters']!r}, tol={a['tol']!r})"
         )
+    if cell in ("diag_rnn", "block_rnn"):
+        newton = f"mode={mode!r}, iters={a['iters']!r}, tol={a['tol']!r}"
+        if cell == "diag_rnn":
+            return f"L.DiagRNN({d_in!r}, {h!r}, bias={a['bias']!r}, {newton})"
+        return f"L.BlockRNN({d_in!r}, {h!r}, {a['block']!r}, bias={a['bias']!r}, {newton})"
     if cell.startswith("s4d_"):
         return f"L.S4D({h!r}, {a['state']!r}, disc={cell[4:]!r}, mode={mode!r})"
     if cell == "gla":
@@ -182,6 +199,8 @@ def _cell_ctor(node: Node, d_in: int) -> str:
         return f"L.GLA({h!r}, {a['heads']!r}, {dk!r}, mode={mode!r}, chunk={a['chunk']!r})"
     if cell == "delta":
         return f"L.DeltaNet({h!r}, {a['heads']!r}, mode={mode!r}, chunk={a['chunk']!r})"
+    if cell == "aaren":
+        return f"L.Aaren({h!r}, {a['heads']!r}, mode={mode!r})"
     if cell == "lru":
         return f"L.LRU({h!r}, {a['state']!r})"
     return f"L.SelectiveSSM({h!r}, {a['state']!r}, mode={mode!r})"
@@ -189,8 +208,12 @@ def _cell_ctor(node: Node, d_in: int) -> str:
 
 def _scan_ctor(node: Node, ins: list[Type]) -> str:
     a = node.attrs
+    if a["cell"] in ("custom", "custom_diag"):
+        return cell_ctor(node, _width(ins[0]))
     if a["cell"] not in _RNN_CLASS:
-        return _cell_ctor(node, _width(ins[0]))
+        cell = _cell_ctor(node, _width(ins[0]))
+        # Two independent cells of one class: parameters under fwd. / bwd.
+        return f"L.Bidirectional({cell}, {cell})" if a["bidirectional"] else cell
     extra = ""
     if a["cell"].startswith("rnn_"):
         extra = f", nonlinearity={a['cell'][4:]!r}"
@@ -202,20 +225,33 @@ def _scan_ctor(node: Node, ins: list[Type]) -> str:
 
 
 def _scan_call(node: Node, args: list[str], mod: str) -> str:
-    # nn.LSTM/GRU/RNN: the fused ATen sequential kernels, exact oracles of themselves.
-    # The cells.py cells share their interface: (x, initial carry) -> (y, final carry).
-    return f"{mod}({args[0]})"
+    # nn.LSTM/GRU/RNN: the fused ATen sequential kernels, exact oracles of themselves;
+    # rnn_forward packs the batch when the model's forward got `lengths`. The cells.py
+    # cells share their interface: (x, initial carry, lengths) -> (y, final carry).
+    if node.attrs["cell"] in _RNN_CLASS:
+        return f"L.rnn_forward({mod}, {args[0]}, None, lengths)"
+    return f"{mod}({args[0]}, lengths=lengths)"
 
 
 def _scan_step(node: Node, args: list[str], mod: str, outs: list[str], key: str) -> list[str]:
     # The carry is the node's second output. A bidirectional scan cannot continue, but
     # still takes initial carries and returns its final ones. The diagonal GRU streams
     # with its exact step (a Newton solve pays off over long sequences, not chunks).
-    exact = ", exact=True" if node.attrs["cell"] == "diag_gru" else ""
+    # `lengths` applies to the chunk at hand (e.g. right-padded prompts of a batch).
+    exact = ", exact=True" if node.attrs["cell"] in NEWTON_CELLS else ""
+    call = f"{mod}({args[0]}, state.get({key}), lengths=lengths{exact})"
+    if node.attrs["cell"] in _RNN_CLASS:
+        call = f"L.rnn_forward({mod}, {args[0]}, state.get({key}), lengths)"
     return [
-        f"{', '.join(outs)} = {mod}({args[0]}, state.get({key}){exact})",
+        f"{', '.join(outs)} = {call}",
         f"new_state[{key}] = {outs[1]}",
     ]
+
+
+def _scan_defs(node: Node, ins: list[Type]) -> str | None:
+    if node.attrs["cell"] not in ("custom", "custom_diag"):
+        return None
+    return cell_source(node, _width(ins[0]))
 
 
 def _scan_blocker(node: Node) -> str | None:
@@ -276,6 +312,12 @@ RULES: dict[str, Rule] = {
         _scan_ctor,
         _scan_call,
         (
+            L.valid_steps,
+            L.over_time,
+            L.zero_past,
+            L.rnn_forward,
+            L.reverse_within,
+            L.Bidirectional,
             L.diag_scan,
             L.matrix_scan,
             L._heads,
@@ -283,14 +325,27 @@ RULES: dict[str, Rule] = {
             L.MinGRU,
             L.MinLSTM,
             L.DiagGRU,
+            L._StructuredRNN,
+            L.DiagRNN,
+            L.BlockRNN,
             L.S4D,
             L.LRU,
             L.SelectiveSSM,
             L.GLA,
             L.DeltaNet,
+            L.KernelHook,
+            L.fused_rnn,
+            L.fused_rnn_layers,
+            L._fused_rnn_refusal,
+            L.FusedLSTM,
+            L.FusedGRU,
+            L.fused_leaky_rnn,
+            L.Aaren,
+            L.CustomCell,
         ),
         step=_scan_step,
         blocker=_scan_blocker,
+        defs=_scan_defs,
     ),
 }
 

@@ -217,3 +217,24 @@ def test_blockdiag_newton_matches_sequential(T: int, analytic: bool) -> None:
         full = torch.autograd.functional.jacobian(lambda v: step(v, xt), hp)
         blocks = torch.stack([full[i * 4 : i * 4 + 4, i * 4 : i * 4 + 4] for i in range(H // 4)])
         assert torch.allclose(jac(hp, xt), blocks, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_step_jacobian_matches_the_pair() -> None:
+    """diag_gru_step_jac gives step and jacobian at once, and newton_scan with it solves
+    to the same states and gradients as with the separate pair."""
+    p, step, jac, project = _cell("gru")
+    both = nw.diag_gru_step_jac(p)
+    x = torch.randn(B, 40, DX, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(B, 40, H, dtype=torch.float64)
+    f, j = both(h, project(x).detach())
+    assert torch.equal(f, step(h, project(x).detach()))
+    assert torch.allclose(j, jac(h, project(x).detach()), rtol=1e-14, atol=1e-14)
+    h0 = torch.zeros(B, H, dtype=torch.float64)
+    out_pair, _ = nw.newton_scan(step, jac, project(x), h0, iters=16, tol=1e-12)
+    out_fused, info = nw.newton_scan(step, jac, project(x), h0, iters=16, tol=1e-12, step_jac=both)
+    assert info.converged and _rel(out_fused, out_pair) < 1e-12
+    w = torch.randn_like(out_pair)
+    for ga, gb in zip(
+        _grads(out_fused, [x, *p.tensors()], w), _grads(out_pair, [x, *p.tensors()], w), strict=True
+    ):
+        assert _rel(ga, gb) < 1e-10

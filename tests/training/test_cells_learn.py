@@ -23,6 +23,23 @@ CELLS: dict[str, dict[str, Any]] = {
     "selective": {"ssm": {"kind": "selective", "state": 8}},
     "gla": {"gla": {"heads": 4}},
     "delta": {"delta": {"heads": 4}},
+    "aaren": {"aaren": {"heads": 4, "mode": "associative"}},
+    # Structured nonlinear cells, trained through the Newton solver.
+    "diag_gru": {"gru": {"hidden": 32, "recurrent": "diagonal", "mode": "newton"}},
+    "diag_rnn": {"rnn": {"hidden": 32, "recurrent": "diagonal", "mode": "newton"}},
+    "block_rnn": {"rnn": {"hidden": 32, "recurrent": "block", "block": 4, "mode": "newton"}},
+    # A GRU-like cell written in the spec as expressions (archc/frontend/cell_expr.py).
+    "custom": {
+        "cell": {
+            "state": {"h": 32},
+            "let": {
+                "z": "sigmoid(linear(x, 32) + linear(h, 32, bias=false))",
+                "c": "tanh(linear(x, 32) + linear(h, 32, bias=false))",
+            },
+            "update": {"h": "(1 - z) * h + z * c"},
+            "output": "h",
+        }
+    },
 }
 
 

@@ -13,6 +13,17 @@ importable (a standalone model.py on its own), falls back to the sequential loop
 same recurrence, exact, only slower. `matrix_scan` does the same with archc's chunked
 gla_scan / delta_scan. `DiagGRU` likewise imports archc's `newton_scan` lazily for
 its newton/auto modes and otherwise runs its exact loop.
+
+Variable-length batches: every cell's forward takes `lengths`, an int64 tensor (B,) of
+right-padded sequence lengths, each in 1..T (None: every sequence has all T steps).
+Outputs at steps t >= length are exactly zero, and the final carry is the carry after
+step length-1: what running that sequence alone would return. Padded steps are made
+the identity update in a form every mode honours (sequential, associative, chunked,
+newton): a = 1, b = 0 for the diagonal linear cells (dt = 0 for the selective SSM);
+log-decay 0 and k = 0 for GLA; beta = 0 for DeltaNet; z = 0 for the diagonal GRU (the
+step is then exactly h, its Jacobian exactly 1, so Newton stays exact); torch.where
+in the loops. Padded inputs get zero gradients. `rnn_forward` gives torch.nn's
+LSTM/GRU/RNN the same interface through packed sequences.
 """
 
 from __future__ import annotations
@@ -21,13 +32,69 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archc.backends.torch.modules.fused import fused_leaky_rnn
 
-def diag_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, mode: str) -> torch.Tensor:
+
+def valid_steps(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) bool, True at the steps t < lengths[b] of x (B, T, ...); None without lengths."""
+    if lengths is None:
+        return None
+    t = torch.arange(x.shape[1], device=x.device)
+    return t[None, :] < lengths.to(x.device)[:, None]
+
+
+def over_time(valid: torch.Tensor, like: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The (B, T) mask `valid` shaped to broadcast against `like`, time at `dim`."""
+    shape = [1] * like.dim()
+    shape[0], shape[dim] = valid.shape[0], valid.shape[1]
+    return valid.view(shape)
+
+
+def zero_past(y: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """y (B, T, ...) with every step past its sequence's length set to exactly 0."""
+    if valid is None:
+        return y
+    return torch.where(over_time(valid, y), y, 0.0)
+
+
+def rnn_forward(
+    mod: nn.Module,
+    x: torch.Tensor,
+    h0: object = None,
+    lengths: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, object]:
+    """Run torch.nn's LSTM/GRU/RNN (batch_first) on x (B, T, D) with the cells' varlen
+    convention: with `lengths` (B,) the batch runs packed, so outputs past each length
+    are 0 and the final carry is each sequence's own (after step length-1)."""
+    if lengths is None:
+        return mod(x, h0)
+    # pack_padded_sequence wants the lengths on the CPU; enforce_sorted=False lets the
+    # module permute h0 and the final carry itself, so callers keep their batch order.
+    packed = nn.utils.rnn.pack_padded_sequence(
+        x, lengths.cpu(), batch_first=True, enforce_sorted=False
+    )
+    out, hn = mod(packed, h0)
+    y, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return y, hn
+
+
+def diag_scan(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None,
+    mode: str,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Solve h_t = a_t * h_{t-1} + b_t along dim 1.
 
-    a broadcasts to b (B, T, *F); h0 is (B, *F) or None (zeros). Returns h (B, T, *F).
-    mode "sequential" is a Python loop over T; the others go to archc's linear_scan.
+    a broadcasts to b (B, T, *F); h0 is (B, *F) or None (zeros); valid (B, T) bool or
+    None: steps where it is False become the identity (a = 1, b = 0), so h stays at the
+    last valid state. Returns h (B, T, *F). mode "sequential" is a Python loop over T;
+    the others go to archc's linear_scan.
     """
+    if valid is not None:
+        m = over_time(valid, b)
+        a, b = torch.where(m, a.expand_as(b), 1.0), torch.where(m, b, 0.0)
     if mode != "sequential":
         try:
             from archc.backends.torch.scans.linear import linear_scan
@@ -64,18 +131,26 @@ class LeakyRNN(nn.Module):
         return 1.0 + F.softplus(self.tau_raw)
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, H) or None -> (y (B, T, H), h_T (B, H))."""
+        """x (B, T, D), h0 (B, H) or None, lengths (B,) or None -> (y (B, T, H), h_T (B, H))."""
+        # On CUDA the persistent Triton cell when it applies (it has no varlen form).
+        if lengths is None and (out := fused_leaky_rnn(self, x, h0)) is not None:
+            return out
         act = torch.tanh if self.nonlinearity == "tanh" else torch.relu
         u = F.linear(x, self.weight_ih, self.bias)  # the input part of every step at once
         alpha = 1.0 / self.tau()
         h = x.new_zeros(x.shape[0], self.hidden) if h0 is None else h0
+        valid = valid_steps(x, lengths)
         outs = []
         for t in range(x.shape[1]):
-            h = h + alpha * (act(u[:, t] + F.linear(h, self.weight_hh)) - h)
+            new = h + alpha * (act(u[:, t] + F.linear(h, self.weight_hh)) - h)
+            h = new if valid is None else torch.where(valid[:, t, None], new, h)
             outs.append(h)
-        return torch.stack(outs, dim=1), h
+        return zero_past(torch.stack(outs, dim=1), valid), h
 
 
 class MinGRU(nn.Module):
@@ -91,13 +166,17 @@ class MinGRU(nn.Module):
         self.mode = mode
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, H) or None -> (y (B, T, H), h_T (B, H))."""
+        """x (B, T, D), h0 (B, H) or None, lengths (B,) or None -> (y (B, T, H), h_T (B, H))."""
         z = torch.sigmoid(F.linear(x, self.weight_z, self.bias_z))
         cand = F.linear(x, self.weight_h, self.bias_h)
-        h = diag_scan(1.0 - z, z * cand, h0, self.mode)
-        return h, h[:, -1]
+        valid = valid_steps(x, lengths)
+        h = diag_scan(1.0 - z, z * cand, h0, self.mode, valid)
+        return zero_past(h, valid), h[:, -1]
 
 
 class MinLSTM(nn.Module):
@@ -112,15 +191,19 @@ class MinLSTM(nn.Module):
         self.mode = mode
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, H) or None -> (y (B, T, H), h_T (B, H))."""
+        """x (B, T, D), h0 (B, H) or None, lengths (B,) or None -> (y (B, T, H), h_T (B, H))."""
         f = torch.sigmoid(F.linear(x, self.weight_f, self.bias_f))
         i = torch.sigmoid(F.linear(x, self.weight_i, self.bias_i))
         cand = F.linear(x, self.weight_h, self.bias_h)
         s = f + i  # > 0: both are sigmoids
-        h = diag_scan(f / s, (i / s) * cand, h0, self.mode)
-        return h, h[:, -1]
+        valid = valid_steps(x, lengths)
+        h = diag_scan(f / s, (i / s) * cand, h0, self.mode, valid)
+        return zero_past(h, valid), h[:, -1]
 
 
 class DiagGRU(nn.Module):
@@ -150,10 +233,20 @@ class DiagGRU(nn.Module):
         self.hidden, self.mode, self.iters, self.tol = hidden, mode, iters, tol
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None, exact: bool = False
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+        exact: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, H) or None -> (y (B, T, H), h_T (B, H))."""
+        """x (B, T, D), h0 (B, H) or None, lengths (B,) or None -> (y (B, T, H), h_T (B, H))."""
         xp = F.linear(x, self.weight_ih)  # (B, T, 3H): the input part of every step
+        valid = valid_steps(x, lengths)
+        if valid is not None:
+            # z pre-activation -inf past the length: z = sigmoid(-inf) = 0 exactly, so the
+            # step is h itself and its Jacobian 1 (the loop and Newton both honour it).
+            gate = torch.arange(xp.shape[-1], device=x.device) < self.hidden
+            xp = torch.where(gate & ~valid[..., None], float("-inf"), xp)
         h = xp.new_zeros(x.shape[0], self.hidden) if h0 is None else h0.to(xp.dtype)
         u = self.weight_hh
         b = u.new_zeros(3, self.hidden) if self.bias is None else self.bias.view(3, -1)
@@ -164,14 +257,18 @@ class DiagGRU(nn.Module):
                 from archc.backends.torch.scans.newton import (
                     DiagGRUParams,
                     diag_gru_step,
+                    diag_gru_step_jac,
                     newton_scan,
                 )
             except ImportError:  # standalone model.py without archc: the loop is exact
                 newton_scan = None
             if newton_scan is not None:
-                step, jac = diag_gru_step(DiagGRUParams(self.weight_ih, u, b))
-                y, _ = newton_scan(step, jac, xp, h, iters=self.iters, tol=self.tol)
-                return y, y[:, -1]
+                p = DiagGRUParams(self.weight_ih, u, b)
+                step, jac = diag_gru_step(p)
+                y, _ = newton_scan(
+                    step, jac, xp, h, iters=self.iters, tol=self.tol, step_jac=diag_gru_step_jac(p)
+                )
+                return zero_past(y, valid), y[:, -1]
         xz, xr, xc = xp.chunk(3, dim=-1)
         outs = []
         # unbind, not xz[:, t]: slicing makes the backward O(T^2) in memory traffic.
@@ -181,7 +278,7 @@ class DiagGRU(nn.Module):
             c = torch.tanh(ct + u[2] * (r * h) + b[2])
             h = h + z * (c - h)
             outs.append(h)
-        return torch.stack(outs, dim=1), h
+        return zero_past(torch.stack(outs, dim=1), valid), h
 
 
 class S4D(nn.Module):
@@ -212,12 +309,17 @@ class S4D(nn.Module):
         return (1.0 + dta / 2.0) / denom, torch.exp(self.log_dt)[:, None] * self.B / denom
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, D, N) or None -> (y (B, T, D), h_T (B, D, N))."""
+        """x (B, T, D), h0 (B, D, N) or None, lengths (B,) or None -> (y (B, T, D),
+        h_T (B, D, N))."""
         abar, bbar = self.discrete()
-        h = diag_scan(abar, x[..., None] * bbar, h0, self.mode)
-        return (h * self.C).sum(-1) + self.D * x, h[:, -1]
+        valid = valid_steps(x, lengths)
+        h = diag_scan(abar, x[..., None] * bbar, h0, self.mode, valid)
+        return zero_past((h * self.C).sum(-1) + self.D * x, valid), h[:, -1]
 
 
 class LRU(nn.Module):
@@ -234,9 +336,13 @@ class LRU(nn.Module):
         self.D = nn.Parameter(torch.empty(channels))
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, D, N, 2) or None -> (y (B, T, D), h_T (B, D, N, 2))."""
+        """x (B, T, D), h0 (B, D, N, 2) or None, lengths (B,) or None -> (y (B, T, D),
+        h_T (B, D, N, 2))."""
         nu = torch.exp(self.nu_log)
         mod, theta = torch.exp(-nu), torch.exp(self.theta_log)
         lr, li = mod * torch.cos(theta), mod * torch.sin(theta)
@@ -247,12 +353,18 @@ class LRU(nn.Module):
             hr, hi = torch.zeros_like(br[:, 0]), torch.zeros_like(bi[:, 0])
         else:
             hr, hi = h0[..., 0], h0[..., 1]
+        valid = valid_steps(x, lengths)
         ys = []
         for t in range(x.shape[1]):
-            hr, hi = lr * hr - li * hi + br[:, t], lr * hi + li * hr + bi[:, t]
+            nr, ni = lr * hr - li * hi + br[:, t], lr * hi + li * hr + bi[:, t]
+            if valid is None:
+                hr, hi = nr, ni
+            else:  # past the length the state stays put
+                keep = valid[:, t, None, None]
+                hr, hi = torch.where(keep, nr, hr), torch.where(keep, ni, hi)
             ys.append((self.C_re * hr - self.C_im * hi).sum(-1))
         y = torch.stack(ys, dim=1) + self.D * x
-        return y, torch.stack([hr, hi], dim=-1)
+        return zero_past(y, valid), torch.stack([hr, hi], dim=-1)
 
 
 class SelectiveSSM(nn.Module):
@@ -271,15 +383,22 @@ class SelectiveSSM(nn.Module):
         self.mode = mode
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, D, N) or None -> (y (B, T, D), h_T (B, D, N))."""
+        """x (B, T, D), h0 (B, D, N) or None, lengths (B,) or None -> (y (B, T, D),
+        h_T (B, D, N))."""
         dt = F.softplus(F.linear(x, self.dt_weight, self.dt_bias))
+        valid = valid_steps(x, lengths)
+        if valid is not None:  # dt = 0 past the length: a = exp(0) = 1, b = 0
+            dt = torch.where(valid[..., None], dt, 0.0)
         bt = F.linear(x, self.B_weight)[:, :, None, :]  # (B, T, 1, N)
         ct = F.linear(x, self.C_weight)[:, :, None, :]
         a = torch.exp(dt[..., None] * -torch.exp(self.A_log))  # (B, T, D, N), in (0, 1]
         h = diag_scan(a, (dt * x)[..., None] * bt, h0, self.mode)
-        return (h * ct).sum(-1) + self.D * x, h[:, -1]
+        return zero_past((h * ct).sum(-1) + self.D * x, valid), h[:, -1]
 
 
 def matrix_scan(
@@ -291,6 +410,7 @@ def matrix_scan(
     S0: torch.Tensor | None,
     mode: str,
     chunk: int,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Matrix-state recurrence per head, S (dk, dv) and o_t = q_t S_t:
     kind "gla": S_t = diag(exp(w_t)) S_{t-1} + k_t^T v_t, w = log decay (B, H, T, dk);
@@ -299,8 +419,16 @@ def matrix_scan(
     q, k (B, H, T, dk), v (B, H, T, dv), S0 (B, H, dk, dv) or None (zeros). Returns
     (o (B, H, T, dv), S_T (B, H, dk, dv)). Modes other than "sequential" go to archc's
     chunked gla_scan / delta_scan; without archc (a standalone model.py) the loop below
-    runs instead: the same recurrence, exact, only slower.
+    runs instead: the same recurrence, exact, only slower. valid (B, T) bool or None:
+    steps where it is False leave S unchanged (gla: log decay 0 and k = 0; delta:
+    beta = 0), in every mode.
     """
+    if valid is not None:
+        m = over_time(valid, q, dim=2)  # (B, 1, T, 1)
+        if kind == "gla":
+            k, w = torch.where(m, k, 0.0), torch.where(m, w, 0.0)
+        else:
+            w = torch.where(m[..., 0], w, 0.0)
     if mode != "sequential":
         try:
             from archc.backends.torch.scans.matrix import delta_scan, gla_scan
@@ -354,16 +482,21 @@ class GLA(nn.Module):
         self.heads, self.key_dim, self.mode, self.chunk = heads, key_dim, mode, chunk
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, H, dk, dv) or None -> (y (B, T, D), S_T (B, H, dk, dv))."""
+        """x (B, T, D), h0 (B, H, dk, dv) or None, lengths (B,) or None -> (y (B, T, D),
+        S_T (B, H, dk, dv))."""
         n = self.heads
         q = _heads(F.linear(x, self.weight_q), n) * self.key_dim**-0.5
         k = _heads(F.linear(x, self.weight_k), n)
         v = _heads(F.linear(x, self.weight_v), n)
         log_g = _heads(F.logsigmoid(F.linear(x, self.weight_g, self.bias_g)), n) / 16.0
-        o, S = matrix_scan("gla", q, k, v, log_g, h0, self.mode, self.chunk)
-        return F.linear(o.transpose(1, 2).flatten(2), self.weight_o), S
+        valid = valid_steps(x, lengths)
+        o, S = matrix_scan("gla", q, k, v, log_g, h0, self.mode, self.chunk, valid)
+        return zero_past(F.linear(o.transpose(1, 2).flatten(2), self.weight_o), valid), S
 
 
 class DeltaNet(nn.Module):
@@ -385,13 +518,18 @@ class DeltaNet(nn.Module):
         self.heads, self.mode, self.chunk = heads, mode, chunk
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, H, d, d) or None -> (y (B, T, D), S_T (B, H, d, d))."""
+        """x (B, T, D), h0 (B, H, d, d) or None, lengths (B,) or None -> (y (B, T, D),
+        S_T (B, H, d, d))."""
         n = self.heads
         q = F.normalize(_heads(F.linear(x, self.weight_q), n), dim=-1)
         k = F.normalize(_heads(F.linear(x, self.weight_k), n), dim=-1)
         v = _heads(F.linear(x, self.weight_v), n)
         beta = torch.sigmoid(F.linear(x, self.weight_beta, self.bias_beta)).transpose(1, 2)
-        o, S = matrix_scan("delta", q, k, v, beta, h0, self.mode, self.chunk)
-        return F.linear(o.transpose(1, 2).flatten(2), self.weight_o), S
+        valid = valid_steps(x, lengths)
+        o, S = matrix_scan("delta", q, k, v, beta, h0, self.mode, self.chunk, valid)
+        return zero_past(F.linear(o.transpose(1, 2).flatten(2), self.weight_o), valid), S

@@ -318,6 +318,10 @@ class Bias(nn.Module):
 
 # The recurrent cells live in cells.py; the lowering reaches them as L.<name> like the
 # rest, and the standalone emitter copies their source the same way.
+from archc.backends.torch.modules.bidirectional import (  # noqa: E402, F401
+    Bidirectional,
+    reverse_within,
+)
 from archc.backends.torch.modules.cells import (  # noqa: E402, F401
     GLA,
     LRU,
@@ -331,4 +335,24 @@ from archc.backends.torch.modules.cells import (  # noqa: E402, F401
     _heads,
     diag_scan,
     matrix_scan,
+    over_time,
+    rnn_forward,
+    valid_steps,
+    zero_past,
+)
+from archc.backends.torch.modules.cells_aaren import Aaren  # noqa: E402, F401
+from archc.backends.torch.modules.cells_custom import CustomCell  # noqa: E402, F401
+from archc.backends.torch.modules.cells_newton import (  # noqa: E402, F401
+    BlockRNN,
+    DiagRNN,
+    _StructuredRNN,
+)
+from archc.backends.torch.modules.fused import (  # noqa: E402, F401  (archc's RNN kernels)
+    FusedGRU,
+    FusedLSTM,
+    KernelHook,
+    _fused_rnn_refusal,
+    fused_leaky_rnn,
+    fused_rnn,
+    fused_rnn_layers,
 )

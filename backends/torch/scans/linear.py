@@ -20,7 +20,8 @@ Modes (all differentiable wrt ``a``, ``b`` and ``h0``):
   (an adjoint scan, itself chunked), so double backward works too.
 - ``"auto"``: on CUDA, the Triton kernel (backends/triton/diag_scan) when its
   ``can_lower`` accepts the inputs (a refusal is logged once with its reason);
-  otherwise sequential for T <= 16 and chunked for longer sequences.
+  otherwise sequential for T <= 16 and chunked for longer sequences. ``"chunked"`` on
+  CUDA also runs the kernel (the select-scan-mode pass fixes long scans to it).
 
 Half-precision inputs are computed in float32 and the result is cast back.
 """
@@ -30,13 +31,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from archc.passes.select_scan_mode import SHORT_T
+
 __all__ = ["linear_scan", "linear_scan_modes"]
 
 _MODES = ("auto", "sequential", "associative", "chunked")
 
 
-# Below this T the Python loop beats the chunked machinery (few ops, no logs).
-_AUTO_SEQUENTIAL_MAX_T = 16
+# At or below this T the Python loop beats the chunked machinery (few ops, no logs);
+# the select-scan-mode pass uses the same threshold.
+_AUTO_SEQUENTIAL_MAX_T = SHORT_T
 
 
 def linear_scan_modes() -> tuple[str, ...]:
@@ -52,6 +56,7 @@ def linear_scan(
     mode: str = "auto",
     chunk: int = 64,
     reverse: bool = False,
+    kernel: bool = True,
 ) -> Tensor:
     """Solve ``h_t = a_t * h_{t-1} + b_t`` along dim 1 (elementwise over features).
 
@@ -63,6 +68,9 @@ def linear_scan(
         chunk: chunk length of the chunked mode (>= 1).
         reverse: run from t = T-1 down to 0: ``h_t = a_t * h_{t+1} + b_t`` with
             ``h_T = h0`` (the adjoint recurrence).
+        kernel: on CUDA, modes "auto" and "chunked" run the Triton kernel (itself a
+            chunked scan) when its ``can_lower`` accepts; False forces the torch path
+            (reference tests, benchmarks).
 
     Returns:
         h: (B, T, *F) in the dtype of ``b`` (computed in at least float32).
@@ -83,7 +91,7 @@ def linear_scan(
     if not (a.is_floating_point() and b.is_floating_point()):
         raise TypeError("linear_scan: a and b must be real floating point tensors")
 
-    if mode == "auto" and a.is_cuda and a.shape[1] > 0:
+    if kernel and mode in ("auto", "chunked") and a.is_cuda and a.shape[1] > 0:
         h = _try_triton(a, b, h0, reverse)
         if h is not None:
             return h

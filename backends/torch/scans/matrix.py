@@ -12,11 +12,19 @@ a (dv,) row.
   (v_t - k_t S_{t-1})``, ``o_t = q_t S_t``. With S stored (dk, dv) this is the DeltaNet
   update ``S (I - beta k k^T) + beta v k^T`` of the (dv, dk) state, transposed.
 
-Modes (both differentiable by autograd wrt every input, S0 included):
+Modes (all differentiable wrt every input, S0 included):
 
 - ``"sequential"``: one step at a time; the reference, and the streaming/decoding path.
 - ``"chunked"``: T is cut into chunks of ``chunk`` steps. Inside a chunk everything is
   matmuls; across chunks only the (dk, dv) state is carried (T / chunk Python steps).
+  On CUDA, the Triton kernels (backends/triton/gla_scan, backends/triton/delta_scan;
+  forward and backward, their own chunk length) run instead when their ``can_lower``
+  accepts the inputs; a refusal is logged once with its reason, then torch runs.
+- ``"auto"``: the Triton kernel on CUDA as for "chunked"; otherwise sequential for
+  T <= SHORT_T (the select-scan-mode pass's threshold) and chunked beyond.
+
+The Triton kernels' backward is a kernel of its own (not autograd through ops), so
+double backward needs the torch modes.
 
 GLA chunked, overflow-safe. With ``b_t`` the within-chunk cumulative log decay (b_t <= 0,
 non-increasing), the intra-chunk score is ``A[t, s] = sum_d q_td k_sd exp(b_td - b_sd)``
@@ -46,9 +54,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from archc.passes.select_scan_mode import SHORT_T
+
 __all__ = ["delta_scan", "gla_scan", "matrix_scan_modes"]
 
-_MODES = ("sequential", "chunked")
+_MODES = ("auto", "sequential", "chunked")
 
 # Sub-chunk of the GLA intra-chunk term: the diagonal blocks cost (C * SUB * dk) each.
 _SUB = 16
@@ -87,6 +97,38 @@ def _check(
         raise ValueError(f"{name}: chunk must be >= 1, got {chunk}")
 
 
+def _try_triton(
+    kind: str, q: Tensor, k: Tensor, v: Tensor, w: Tensor | None, S0: Tensor | None
+) -> tuple[Tensor, Tensor] | None:
+    """The Triton kernel of ``kind`` ("gla" | "delta") on the original dtypes (it
+    accumulates in float32 itself), or None after logging (once) why it does not apply."""
+    # Imported lazily: triton is optional, and absent on CPU-only installs.
+    from archc.backends.triton.fallback import log_fallback
+
+    try:
+        if kind == "gla":
+            from archc.backends.triton.gla_scan.op import gla_chunked as fn
+            from archc.backends.triton.gla_scan.op import use_kernel
+        else:
+            from archc.backends.triton.delta_scan.op import delta_chunked as fn
+            from archc.backends.triton.delta_scan.op import use_kernel
+    except ImportError as err:
+        log_fallback(f"{kind}_scan", f"triton unavailable: {err}")
+        return None
+    B, H, T, dk = q.shape
+    dtypes = [x.dtype for x in (q, k, v, w, S0) if x is not None]
+    if not use_kernel(q.device, dtypes, (B, H, T, dk, v.shape[-1])):
+        return None
+    return fn(q, k, v, w, S0)
+
+
+def _resolve_mode(mode: str, T: int) -> str:
+    """ "auto" off the kernel path: the loop for short sequences, chunked beyond."""
+    if mode == "auto":
+        return "sequential" if T <= SHORT_T else "chunked"
+    return mode
+
+
 def _pad_time(x: Tensor, pad: int) -> Tensor:
     """Zero-pad dim 2 (T) of a (B, H, T, ...) tensor at the end."""
     if pad == 0:
@@ -108,6 +150,7 @@ def gla_scan(
     *,
     mode: str = "chunked",
     chunk: int = 64,
+    kernel: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Gated linear attention ``S_t = diag(exp(log_g_t)) S_{t-1} + k_t^T v_t``, ``o_t = q_t S_t``.
 
@@ -116,8 +159,10 @@ def gla_scan(
         v: (B, H, T, dv).
         log_g: (B, H, T, dk) log decays (<= 0, finite), or None for plain linear attention.
         S0: initial state (B, H, dk, dv), or None for zeros.
-        mode: "sequential" | "chunked".
-        chunk: chunk length of the chunked mode.
+        mode: "auto" | "sequential" | "chunked" (see the module docstring).
+        chunk: chunk length of the torch chunked mode.
+        kernel: False keeps "auto"/"chunked" on the torch path even on CUDA (the
+            reference the kernel is tested and benchmarked against).
 
     Returns:
         (o, S_T): o (B, H, T, dv) in v's dtype, S_T (B, H, dk, dv) in the compute dtype.
@@ -125,6 +170,11 @@ def gla_scan(
     _check("gla_scan", q, k, v, S0, mode, chunk)
     if log_g is not None and log_g.shape != q.shape:
         raise ValueError(f"gla_scan: log_g {tuple(log_g.shape)} is not q's {tuple(q.shape)}")
+    if kernel and mode != "sequential" and q.is_cuda and q.shape[2] > 0:
+        out = _try_triton("gla", q, k, v, log_g, S0)
+        if out is not None:
+            return out
+    mode = _resolve_mode(mode, q.shape[2])
     work = _work_dtype(q, k, v, log_g, S0)
     B, H, T, dk = q.shape
     dv = v.shape[-1]
@@ -229,6 +279,7 @@ def delta_scan(
     *,
     mode: str = "chunked",
     chunk: int = 64,
+    kernel: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Delta rule ``S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1})``, ``o_t = q_t S_t``.
 
@@ -238,8 +289,10 @@ def delta_scan(
         v: (B, H, T, dv).
         beta: (B, H, T) write strengths in (0, 1).
         S0: initial state (B, H, dk, dv), or None for zeros.
-        mode: "sequential" | "chunked".
-        chunk: chunk length of the chunked mode.
+        mode: "auto" | "sequential" | "chunked" (see the module docstring).
+        chunk: chunk length of the torch chunked mode.
+        kernel: False keeps "auto"/"chunked" on the torch path even on CUDA (the
+            reference the kernel is tested and benchmarked against).
 
     Returns:
         (o, S_T): o (B, H, T, dv) in v's dtype, S_T (B, H, dk, dv) in the compute dtype.
@@ -247,6 +300,11 @@ def delta_scan(
     _check("delta_scan", q, k, v, S0, mode, chunk)
     if beta.shape != q.shape[:3]:
         raise ValueError(f"delta_scan: beta {tuple(beta.shape)} is not (B, H, T)")
+    if kernel and mode != "sequential" and q.is_cuda and q.shape[2] > 0:
+        out = _try_triton("delta", q, k, v, beta, S0)
+        if out is not None:
+            return out
+    mode = _resolve_mode(mode, q.shape[2])
     work = _work_dtype(q, k, v, beta, S0)
     B, H, T, dk = q.shape
     dv = v.shape[-1]

@@ -48,6 +48,7 @@ __all__ = [
     "block_tanh_rnn_step",
     "diag_gru_inputs",
     "diag_gru_step",
+    "diag_gru_step_jac",
     "diag_rnn_inputs",
     "diag_tanh_rnn_step",
     "init_block_rnn",
@@ -233,6 +234,7 @@ def newton_scan(
     backward: str = "implicit",
     block: int | None = None,
     site: str | None = None,
+    step_jac: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, NewtonInfo]:
     """Solve ``h_t = step(h_{t-1}, x_t)`` for all t at once with Newton's method.
 
@@ -264,6 +266,9 @@ def newton_scan(
             to the remaining Newton update). After a fallback both are exact.
         block: block size k for jac="blockdiag" with jacobian=None.
         site: name of the call site for the once-only warning (default: caller file:line).
+        step_jac: optional ``(h_prev, x) -> (step, jacobian)`` computing both at once
+            (a cell's gates are then evaluated once per Newton iteration, not twice);
+            must agree with ``step`` and ``jacobian``.
 
     Returns:
         ``(h, info)`` with h: (B, T, H) all states.
@@ -306,8 +311,10 @@ def newton_scan(
     with torch.no_grad():
         for k in range(1, iters + 1):  # k is reported in NewtonInfo
             h_prev = _shift(h, h0_d)
-            f = step(h_prev, x_d)
-            jd = jac_fn(h_prev, x_d)
+            if step_jac is not None:
+                f, jd = step_jac(h_prev, x_d)
+            else:
+                f, jd = step(h_prev, x_d), jac_fn(h_prev, x_d)
             h_new = st.scan(jd, f - st.matvec(jd, h_prev), h0_d)
             h_before_last, h = h, h_new
             if k >= n_steps:  # the first k states are exact after k iterations
@@ -460,6 +467,25 @@ def diag_gru_step(p: DiagGRUParams) -> tuple[StepFn, StepFn]:
         return (1 - z) + z * dc + (c - h) * dz
 
     return step, jacobian
+
+
+def diag_gru_step_jac(p: DiagGRUParams) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``(h, x) -> (step(h, x), jacobian(h, x))`` of ``diag_gru_step``, sharing the gates.
+
+    Newton's iterations need both at the same point; computing the three gates once
+    instead of twice saves about 40% of an iteration's elementwise work.
+    """
+
+    def both(h: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        xz, xr, xc = x.chunk(3, dim=-1)
+        z = torch.sigmoid(xz + p.u[0] * h + p.b[0])
+        r = torch.sigmoid(xr + p.u[1] * h + p.b[1])
+        c = torch.tanh(xc + p.u[2] * (r * h) + p.b[2])
+        dz = z * (1 - z) * p.u[0]
+        dc = (1 - c * c) * p.u[2] * (r + h * (r * (1 - r) * p.u[1]))
+        return h + z * (c - h), (1 - z) + z * dc + (c - h) * dz
+
+    return both
 
 
 def diag_tanh_rnn_step(p: DiagRNNParams) -> tuple[StepFn, StepFn]:

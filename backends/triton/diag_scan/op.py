@@ -2,8 +2,10 @@
 
 ``diag_scan(a, b, h0)`` computes h_t = a_t * h_{t-1} + b_t over dim 1 with the kernels
 of kernel.py, forward and backward. ``can_lower`` says whether the kernel applies to a
-(device, dtype, shape) and why not. Launch helpers ``diag_scan_fwd`` / ``diag_scan_bwd``
-write into caller-provided buffers so tests can pre-fill them with NaN.
+(device, dtype, shape) and why not. Underneath is the torch.library custom op
+``torch.ops.archc.diag_scan`` (autograd registered), so torch.compile traces around it.
+Launch helpers ``diag_scan_fwd`` / ``diag_scan_bwd`` write into caller-provided buffers
+so tests can pre-fill them with NaN.
 """
 
 from __future__ import annotations
@@ -99,35 +101,61 @@ def diag_scan_bwd(
         _bwd_tuned[grid](*args, HAS_H0=h0 is not None)
 
 
-class _DiagScan(torch.autograd.Function):
-    """h = scan(a, b, h0) on (B, T, D). Saves a and h when h is float32; for half
-    inputs it saves nothing larger than the inputs and recomputes h in float32 in backward."""
+# A torch.library custom op (fake impl + registered autograd), so torch.compile traces
+# around the kernel instead of breaking the graph. h is saved when it is float32; for half
+# inputs backward recomputes it in float32 from b (nothing larger than the inputs is kept).
 
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:  # type: ignore[override]
-        h = torch.empty_like(b)
-        diag_scan_fwd(a, b, h0, h)
-        ctx.has_h0 = h0 is not None
-        ctx.recompute = h.dtype != torch.float32
-        saved_h = b if ctx.recompute else h
-        ctx.save_for_backward(a, saved_h, h0 if h0 is not None else a.new_empty(0))
-        return h
 
-    @staticmethod
-    def backward(ctx, gh: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        a, saved, h0 = ctx.saved_tensors
-        h0 = h0 if ctx.has_h0 else None
-        if ctx.recompute:
-            h = torch.empty(saved.shape, dtype=torch.float32, device=saved.device)
-            diag_scan_fwd(a, saved, h0, h)
-            gb = torch.empty_like(saved)
-        else:
-            h = saved
-            gb = torch.empty_like(h)
-        ga = torch.empty_like(a)
-        gh0 = torch.empty_like(h0) if h0 is not None else None
-        diag_scan_bwd(a, h, h0, gh.contiguous(), ga, gb, gh0)
-        return ga, gb, gh0
+@torch.library.custom_op("archc::diag_scan", mutates_args=())
+def _diag_scan_op(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
+    """h = scan(a, b, h0) on contiguous (B, T, D), in b's dtype."""
+    return diag_scan_fwd(a, b, h0, torch.empty_like(b))
+
+
+@_diag_scan_op.register_fake
+def _(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
+    return torch.empty_like(b)
+
+
+@torch.library.custom_op("archc::diag_scan_bwd", mutates_args=())
+def _diag_scan_bwd_op(
+    a: Tensor, saved: Tensor, h0: Tensor | None, gh: Tensor, recompute: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (ga, gb, gh0); ``saved`` is h (float32) or b (``recompute``); gh0 is empty
+    without h0 (a custom op returns tensors, never None)."""
+    if recompute:
+        h = torch.empty(saved.shape, dtype=torch.float32, device=saved.device)
+        diag_scan_fwd(a, saved, h0, h)
+    else:
+        h = saved
+    ga, gb = torch.empty_like(a), torch.empty_like(saved)
+    gh0 = torch.empty_like(h0) if h0 is not None else a.new_empty(0)
+    diag_scan_bwd(a, h, h0, gh, ga, gb, gh0 if h0 is not None else None)
+    return ga, gb, gh0
+
+
+@_diag_scan_bwd_op.register_fake
+def _(a, saved, h0, gh, recompute):  # type: ignore[no-untyped-def]
+    gh0 = torch.empty_like(h0) if h0 is not None else a.new_empty(0)
+    return torch.empty_like(a), torch.empty_like(saved), gh0
+
+
+def _diag_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    a, b, h0 = inputs
+    ctx.has_h0 = h0 is not None
+    ctx.recompute = output.dtype != torch.float32
+    saved = b if ctx.recompute else output
+    ctx.save_for_backward(a, saved, h0 if h0 is not None else a.new_empty(0))
+
+
+def _diag_backward(ctx, gh):  # type: ignore[no-untyped-def]
+    a, saved, h0 = ctx.saved_tensors
+    h0 = h0 if ctx.has_h0 else None
+    ga, gb, gh0 = torch.ops.archc.diag_scan_bwd(a, saved, h0, gh.contiguous(), ctx.recompute)
+    return ga, gb, gh0 if h0 is not None else None
+
+
+_diag_scan_op.register_autograd(_diag_backward, setup_context=_diag_setup)
 
 
 def diag_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
@@ -144,5 +172,5 @@ def diag_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     a3 = a.reshape(B, T, -1).contiguous()
     b3 = b.reshape(B, T, -1).contiguous()
     h03 = h0.reshape(B, -1).contiguous() if h0 is not None else None
-    h = _DiagScan.apply(a3, b3, h03)
+    h = torch.ops.archc.diag_scan(a3, b3, h03)
     return h.reshape(B, T, *feat)

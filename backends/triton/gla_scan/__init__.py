@@ -1,1 +1,1 @@
-"""Chunked gated linear attention (GLA) as a Triton kernel (forward; backward via torch)."""
+"""Chunked gated linear attention (GLA) as Triton kernels (forward and backward)."""

@@ -1,11 +1,14 @@
-"""Autograd op and lowering rule of the Triton chunked GLA kernel.
+"""Autograd op and lowering rule of the Triton chunked GLA kernels.
 
-``gla_chunked(q, k, v, log_g, S0)`` runs the forward kernel of kernel.py. The backward
-is NOT a Triton kernel yet: it recomputes the forward with the torch chunked path
-(``archc.backends.torch.scans.matrix.gla_scan``, float32) and differentiates it with
-autograd. ``can_lower`` says whether the kernel applies to a (device, dtype, shape) and
-why not. ``gla_fwd`` writes into caller-provided buffers so tests can pre-fill them
-with NaN.
+``gla_chunked(q, k, v, log_g, S0)`` runs the kernels of kernel.py, forward and backward
+(all Triton). The forward saves only its inputs; the backward recomputes the chunk-start
+states in fp32 (one extra pass over the sequence) and then differentiates every chunk in
+parallel. ``can_lower`` says whether the kernels apply to a (device, dtype, shape) and
+why not; ``use_kernel`` also logs a refusal once (the caller then runs the torch path).
+``gla_fwd`` / ``gla_bwd`` write into caller-provided buffers so tests can pre-fill them
+with NaN. The kernels are torch.library custom ops (``torch.ops.archc.gla_fwd`` /
+``gla_bwd``, fake impls, registered autograd), so torch.compile traces around them. The
+backward is not itself differentiable (no double backward; the torch modes have it).
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import torch
 import triton
 from torch import Tensor
 
-from archc.backends.triton.gla_scan.kernel import gla_fwd_kernel
+from archc.backends.triton import matrix_ops
+from archc.backends.triton.gla_scan.kernel import (
+    gla_bwd_grads_kernel,
+    gla_bwd_state_kernel,
+    gla_fwd_kernel,
+)
+from archc.backends.triton.matrix_ops import register_matrix_scan
 
-__all__ = ["can_lower", "gla_chunked", "gla_fwd"]
+__all__ = ["can_lower", "gla_bwd", "gla_chunked", "gla_fwd", "use_kernel"]
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-# The whole key dimension is one register tile and the intra-chunk scores are a
-# (BT, BT, BK) tile: beyond 128 key dims that spills far too much.
-_MAX_DK = 128
 
 # GPU configs; the autotune key is (DK, DV) only, never T: a new sequence length must
 # not re-tune. Every launch fully overwrites o and S_T, so autotuning's repeated
@@ -33,31 +37,29 @@ _CONFIGS = [
 ]
 _fwd_tuned = triton.autotune(configs=_CONFIGS, key=["DK", "DV"])(gla_fwd_kernel)
 
+# The backward's two kernels share the per-chunk buffers h / dh, so their chunk length is
+# one fixed value; 16 keeps the (BT, BT, BK) decay tile within registers at dk = 128.
+_BWD_BT = 16
+_BWD_CONFIGS = [
+    triton.Config({"BV": bv}, num_warps=w) for bv, w in [(16, 4), (32, 4), (64, 4), (64, 8)]
+]
+_bwd_state_tuned = triton.autotune(configs=_BWD_CONFIGS, key=["DK", "DV"])(gla_bwd_state_kernel)
+_bwd_grads_tuned = triton.autotune(configs=_BWD_CONFIGS, key=["DK", "DV"])(gla_bwd_grads_kernel)
+
 
 def can_lower(
     device: torch.device | str, dtype: torch.dtype, shape: tuple[int, ...]
 ) -> tuple[bool, str]:
-    """Whether the kernel handles inputs on ``device`` of ``dtype`` and shape (B, H, T, dk, dv).
+    """Whether the kernels handle inputs on ``device`` of ``dtype`` and shape (B, H, T, dk, dv);
+    (ok, reason). The rule is shared with the other matrix scan (matrix_ops.py)."""
+    return matrix_ops.can_lower(device, dtype, shape)
 
-    Returns (ok, reason); ``reason`` says why not (the caller logs it once).
-    """
-    device = torch.device(device)
-    if device.type != "cuda":
-        return False, f"device is {device.type}, the kernel needs CUDA"
-    if dtype not in _DTYPES:
-        return False, f"dtype {dtype} not in float32/float16/bfloat16"
-    if len(shape) != 5:
-        return False, f"shape {shape} is not (B, H, T, dk, dv)"
-    if any(s == 0 for s in shape):
-        return False, f"empty shape {shape}"
-    B, H, _, dk, dv = shape
-    if dk > _MAX_DK:
-        return False, f"dk={dk} > {_MAX_DK}: the key dimension is held in one register tile"
-    if triton.cdiv(dv, 16) > 65535:  # grid axis 0 is the value blocks (limit 2**31 - 1)
-        return False, f"dv={dv} exceeds the grid limit"
-    if B * H > 65535:  # grid axis 1
-        return False, f"B*H={B * H} exceeds the grid's axis-1 limit of 65535"
-    return True, "ok"
+
+def use_kernel(
+    device: torch.device | str, dtypes: list[torch.dtype], shape: tuple[int, ...]
+) -> bool:
+    """can_lower for every input dtype; a refusal is logged once with its reason."""
+    return matrix_ops.use_kernel("gla_scan", device, dtypes, shape)
 
 
 def _block_k(dk: int) -> int:
@@ -94,36 +96,51 @@ def gla_fwd(
         _fwd_tuned[grid](*args, HAS_S0=S0 is not None, BK=_block_k(dk))
 
 
-class _GLAChunked(torch.autograd.Function):
-    """(o, S_T) = GLA(q, k, v, log_g, S0). Forward: Triton. Backward: recompute with the
-    torch chunked path in float32 and differentiate it (saves only the inputs)."""
+def gla_bwd(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_g: Tensor,
+    S0: Tensor | None,
+    do: Tensor,
+    dS_T: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    dlog_g: Tensor,
+    dS0: Tensor,
+) -> None:
+    """Launch the backward kernels.
 
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, q: Tensor, k: Tensor, v: Tensor, log_g: Tensor, S0: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        B, H, _, dk = q.shape
-        o = torch.empty_like(v)
-        S_T = torch.empty(B, H, dk, v.shape[-1], dtype=torch.float32, device=v.device)
-        gla_fwd(q, k, v, log_g, S0, o, S_T)
-        ctx.has_s0 = S0 is not None
-        ctx.save_for_backward(q, k, v, log_g, S0 if S0 is not None else q.new_empty(0))
-        return o, S_T
+    Inputs as in :func:`gla_fwd`; do: contiguous (B, H, T, dv); dS_T: contiguous
+    (B, H, dk, dv). Writes dq, dk, dlog_g (B, H, T, dk), dv (B, H, T, dv) and dS0
+    (B, H, dk, dv), all contiguous (dS0 is written even when S0 is None).
+    """
+    B, H, T, D_K = q.shape
+    D_V = v.shape[-1]
+    BH = B * H
+    BT = _BWD_BT
+    NT = triton.cdiv(T, BT)
+    # Per-chunk states and their gradients, fp32 (recomputed, never saved by the forward).
+    h = torch.empty(BH, NT, D_K, D_V, dtype=torch.float32, device=q.device)
+    dh = torch.empty_like(h)
+    s0_arg = S0 if S0 is not None else dS0  # never read when HAS_S0 is False
+    st_args = (q, k, v, log_g, s0_arg, do, dS_T, h, dh, dS0, T, NT, D_K, D_V)
+    gr_args = (q, k, v, log_g, do, h, dh, dq, dk, dv, dlog_g, T, NT, D_K, D_V)
+    if q.device.type == "cpu":  # interpreter: one fixed config
+        BV = min(32, max(16, triton.next_power_of_2(D_V)))
+        gla_bwd_state_kernel[(triton.cdiv(D_V, BV), BH)](
+            *st_args, HAS_S0=S0 is not None, BK=_block_k(D_K), BT=BT, BV=BV
+        )
+        gla_bwd_grads_kernel[(NT, BH)](*gr_args, BK=_block_k(D_K), BT=BT, BV=BV)
+    else:
+        grid = lambda m: (triton.cdiv(D_V, m["BV"]), BH)  # noqa: E731
+        _bwd_state_tuned[grid](*st_args, HAS_S0=S0 is not None, BK=_block_k(D_K), BT=BT)
+        _bwd_grads_tuned[(NT, BH)](*gr_args, BK=_block_k(D_K), BT=BT)
 
-    @staticmethod
-    def backward(ctx, go: Tensor, gS: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        # Imported here: the torch path is only needed for gradients.
-        from archc.backends.torch.scans.matrix import gla_scan
 
-        q, k, v, log_g, S0 = ctx.saved_tensors
-        ins = [q, k, v, log_g] + ([S0] if ctx.has_s0 else [])
-        with torch.enable_grad():
-            leaves = [x.detach().requires_grad_() for x in ins]
-            S0_leaf = leaves[4] if ctx.has_s0 else None
-            o, S_T = gla_scan(*leaves[:4], S0_leaf, mode="chunked")
-            grads = torch.autograd.grad((o, S_T), leaves, (go, gS.to(S_T.dtype)))
-        grads = [g.to(x.dtype) for g, x in zip(grads, ins, strict=True)]
-        return (*grads[:4], grads[4] if ctx.has_s0 else None)
+# torch.ops.archc.gla_fwd / gla_bwd: custom ops so torch.compile traces around them.
+_gla_op = register_matrix_scan("gla", gla_fwd, gla_bwd)
 
 
 def gla_chunked(
@@ -134,7 +151,7 @@ def gla_chunked(
     q, k: (B, H, T, dk); v: (B, H, T, dv); log_g: (B, H, T, dk) log decays (<= 0,
     finite) or None for plain linear attention; S0: (B, H, dk, dv) or None (zeros).
     Returns (o (B, H, T, dv) in v's dtype, S_T (B, H, dk, dv) float32). Accumulates in
-    float32. The backward recomputes through the torch chunked path (see module doc).
+    float32; the backward recomputes the chunk states (see module doc).
     """
     if k.shape != q.shape or v.shape[:3] != q.shape[:3] or q.dim() != 4:
         raise ValueError(
@@ -149,6 +166,4 @@ def gla_chunked(
     if S0 is not None and S0.shape != (B, H, dk, v.shape[-1]):
         raise ValueError(f"gla_chunked: S0 {tuple(S0.shape)} is not (B, H, dk, dv)")
     S0c = S0.contiguous() if S0 is not None else None
-    return _GLAChunked.apply(
-        q.contiguous(), k.contiguous(), v.contiguous(), log_g.contiguous(), S0c
-    )
+    return _gla_op(q.contiguous(), k.contiguous(), v.contiguous(), log_g.contiguous(), S0c)

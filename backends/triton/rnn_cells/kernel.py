@@ -1,4 +1,4 @@
-"""Triton kernels of the fused sequential RNN cells (LSTM, GRU), forward and backward.
+"""Triton kernels of the fused sequential RNN cells (LSTM, GRU, leaky tau-RNN), fwd and bwd.
 
 Only the sequential part runs here: the input projection xproj = x W_ih^T + b_ih for all
 t is one big matmul done in torch beforehand (parallel over time). Every hidden unit of
@@ -347,3 +347,114 @@ def gru_bwd_kernel(
         dh += tl.dot(dhn, wn, input_precision="ieee")
 
     tl.store(dh0_ptr + st, dh, mask=mask_bh)
+
+
+# ----------------------------------------------------------------------------- leaky (tau) RNN
+
+
+@triton.jit
+def _act(a, RELU: tl.constexpr):
+    if RELU:
+        return tl.maximum(a, 0.0)
+    else:
+        return _tanh(a)
+
+
+@triton.jit
+def leaky_fwd_kernel(
+    u_ptr,  # (B, T, H) = x W_ih^T + b
+    w_ptr,  # (H, H)
+    alpha_ptr,  # (H,) = 1 / tau
+    h0_ptr,  # (B, H)
+    y_ptr,  # (B, T, H) h_t for every t
+    hT_ptr,  # (B, H)
+    B,
+    T,
+    H,
+    RELU: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    # h_t = h_{t-1} + alpha * (act(u_t + h_{t-1} W^T) - h_{t-1}); padded units get
+    # alpha = 0 and zero weights, so they stay exactly 0.
+    pid = tl.program_id(0)
+    offs_b = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_b = offs_b < B
+    mask_h = offs_h < H
+    mask_bh = mask_b[:, None] & mask_h[None, :]
+    mask_w = mask_h[:, None] & mask_h[None, :]
+
+    wt = _load_wt(w_ptr, 0, H, offs_h, offs_h, mask_w)
+    alpha = tl.load(alpha_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)[None, :]
+
+    st = offs_b[:, None] * H + offs_h[None, :]
+    h = tl.load(h0_ptr + st, mask=mask_bh, other=0.0).to(tl.float32)
+    row = offs_b[:, None].to(tl.int64) * T * H + offs_h[None, :]
+    for t in range(0, T):
+        a = tl.load(u_ptr + row + t * H, mask=mask_bh, other=0.0).to(tl.float32)
+        a += tl.dot(h, wt, input_precision="ieee")
+        h = h + alpha * (_act(a, RELU) - h)
+        tl.store(y_ptr + row + t * H, h.to(y_ptr.dtype.element_ty), mask=mask_bh)
+
+    tl.store(hT_ptr + st, h.to(hT_ptr.dtype.element_ty), mask=mask_bh)
+
+
+@triton.jit
+def leaky_bwd_kernel(
+    u_ptr,  # (B, T, H)
+    w_ptr,  # (H, H)
+    alpha_ptr,  # (H,)
+    h0_ptr,  # (B, H)
+    y_ptr,  # (B, T, H) saved h_t (fp32)
+    dy_ptr,  # (B, T, H)
+    dhT_ptr,  # (B, H)
+    du_ptr,  # (B, T, H) out: d(pre-activation) = du (fp32)
+    dalpha_ptr,  # (B, H) out: per-row sum over t of dh_t * (act_t - h_{t-1}) (fp32)
+    dh0_ptr,  # (B, H) out
+    B,
+    T,
+    H,
+    RELU: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs_b = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_b = offs_b < B
+    mask_h = offs_h < H
+    mask_bh = mask_b[:, None] & mask_h[None, :]
+    mask_w = mask_h[:, None] & mask_h[None, :]
+
+    wt = _load_wt(w_ptr, 0, H, offs_h, offs_h, mask_w)  # recompute a_t = u_t + h W^T
+    w = tl.trans(wt)  # send da_t back to h_{t-1}: da_t W
+    alpha = tl.load(alpha_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)[None, :]
+
+    st = offs_b[:, None] * H + offs_h[None, :]
+    dh = tl.load(dhT_ptr + st, mask=mask_bh, other=0.0).to(tl.float32)
+    dalpha = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+    row = offs_b[:, None].to(tl.int64) * T * H + offs_h[None, :]
+    for tt in range(0, T):
+        t = T - 1 - tt
+        # Both branches must yield fp32: h0 may be half while the saved sequence is fp32.
+        if t > 0:
+            h_prev = tl.load(y_ptr + row + (t - 1) * H, mask=mask_bh, other=0.0)
+            h_prev = h_prev.to(tl.float32)
+        else:
+            h_prev = tl.load(h0_ptr + st, mask=mask_bh, other=0.0).to(tl.float32)
+        a = tl.load(u_ptr + row + t * H, mask=mask_bh, other=0.0).to(tl.float32)
+        a += tl.dot(h_prev, wt, input_precision="ieee")
+        s = _act(a, RELU)
+
+        dh += tl.load(dy_ptr + row + t * H, mask=mask_bh, other=0.0).to(tl.float32)
+        dalpha += dh * (s - h_prev)
+        if RELU:
+            da = tl.where(a > 0.0, dh * alpha, 0.0)
+        else:
+            da = dh * alpha * (1.0 - s * s)
+        tl.store(du_ptr + row + t * H, da, mask=mask_bh)
+        dh = dh * (1.0 - alpha) + tl.dot(da, w, input_precision="ieee")
+
+    tl.store(dh0_ptr + st, dh, mask=mask_bh)
+    tl.store(dalpha_ptr + st, dalpha, mask=mask_bh)

@@ -1,0 +1,1 @@
+"""Chunked delta rule (DeltaNet) as Triton kernels (forward and backward)."""
