@@ -105,24 +105,24 @@ def linear_scan(
     a, b = a.to(work), b.to(work)
     h0 = h0.to(work) if h0 is not None else None
 
-    if reverse:
-        # The reversed recurrence is the forward one on time-flipped inputs.
-        h = _dispatch(a.flip(1), b.flip(1), h0, mode, chunk).flip(1)
-    else:
-        h = _dispatch(a, b, h0, mode, chunk)
-    return h.to(out_dtype)
+    return _dispatch(a, b, h0, mode, chunk, reverse).to(out_dtype)
 
 
-def _dispatch(a: Tensor, b: Tensor, h0: Tensor | None, mode: str, chunk: int) -> Tensor:
+def _dispatch(
+    a: Tensor, b: Tensor, h0: Tensor | None, mode: str, chunk: int, reverse: bool
+) -> Tensor:
     if a.shape[1] == 0:
         return torch.empty_like(b)
     if mode == "auto":
         mode = "sequential" if a.shape[1] <= _AUTO_SEQUENTIAL_MAX_T else "chunked"
+    if mode == "chunked":
+        return _ChunkedScan.apply(a, b, h0, chunk, reverse)
+    if reverse:
+        # The reversed recurrence is the forward one on time-flipped inputs.
+        return _dispatch(a.flip(1), b.flip(1), h0, mode, chunk, False).flip(1)
     if mode == "sequential":
         return _scan_sequential(a, b, h0)
-    if mode == "associative":
-        return _scan_associative(a, b, h0)
-    return _ChunkedScan.apply(a, b, h0, chunk)
+    return _scan_associative(a, b, h0)
 
 
 def _try_triton(a: Tensor, b: Tensor, h0: Tensor | None, reverse: bool) -> Tensor | None:
@@ -188,16 +188,20 @@ def _scan_associative(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
 # ----------------------------------------------------------------------------- chunked
 
 
-def _chunked_forward(a: Tensor, b: Tensor, h0: Tensor | None, chunk: int) -> Tensor:
-    """Two-level chunked scan; (B, T, *F) -> (B, T, *F).
+def _chunked_forward(
+    a: Tensor, b: Tensor, h0: Tensor | None, chunk: int, reverse: bool = False
+) -> Tensor:
+    """Three-level chunked scan; (B, T, *F) -> (B, T, *F). `reverse` runs t = T-1 .. 0.
 
     Level 1 runs every chunk from a zero state at once (C steps on (B, T/C, D) tiles),
-    recording the chunk-local states and the running decay products; level 2 carries
-    the state across chunk ends (T/C steps on (B, D)); then h = local + decay * carry.
-    About 2 sqrt(T) vectorised steps instead of T. Products of decays are formed by
-    multiplication only (no log, exp or division), so decays at 0, near 1 or negative
-    cannot overflow: a vanishing product simply underflows to 0. Accumulates in at
-    least float32.
+    keeping only each chunk's final state, and takes each chunk's decay product; level 2
+    carries the state across chunks (T/C steps on (B, D)); level 3 reruns every chunk
+    from its entering state, writing each step straight into its slice of the output
+    (``out=``). About 3 sqrt(T) vectorised steps instead of T, and one (B, T, D) buffer:
+    on a CPU, fresh large buffers (page faults) cost as much as the arithmetic. Decay
+    products are formed by multiplication only (no log, exp or division), so decays at
+    0, near 1 or negative cannot overflow: a vanishing product underflows to 0.
+    Accumulates in at least float32. The reverse direction needs no flipped copies.
     """
     B, T = a.shape[:2]
     feat = a.shape[2:]
@@ -209,43 +213,44 @@ def _chunked_forward(a: Tensor, b: Tensor, h0: Tensor | None, chunk: int) -> Ten
     b2 = b.reshape(B, T, -1).to(acc)
     D = a2.shape[-1]
     if pad:
-        # Padding steps (a = 1, b = 0) leave the state unchanged; they are cut off below.
+        # Padding steps (a = 1, b = 0) leave the state unchanged in either direction;
+        # they are cut off below.
         a2 = torch.cat([a2, a2.new_ones(B, pad, D)], dim=1)
         b2 = torch.cat([b2, b2.new_zeros(B, pad, D)], dim=1)
-    a2 = a2.view(B, n, C, D)
-    b2 = b2.view(B, n, C, D)
-    local = torch.empty_like(b2)
-    decay = torch.empty_like(a2)
-    h = b2.new_zeros(B, n, D)
-    p = a2.new_ones(B, n, D)
-    for t in range(C):  # level 1: all chunks together, from zero states
-        a_t = a2[:, :, t]
-        h = torch.addcmul(b2[:, :, t], a_t, h)
-        p = p * a_t
-        local[:, :, t] = h
-        decay[:, :, t] = p
+    a4 = a2.view(B, n, C, D)
+    b4 = b2.view(B, n, C, D)
+    steps = list(range(C - 1, -1, -1) if reverse else range(C))
+    h = b4[:, :, steps[0]]
+    for t in steps[1:]:  # level 1: every chunk from zero, final states only
+        h = torch.addcmul(b4[:, :, t], a4[:, :, t], h)
+    decay = a4.prod(dim=2)  # (B, n, D): the same product in either direction
     state = b2.new_zeros(B, D) if h0 is None else h0.reshape(B, D).to(acc)
     carry = torch.empty(B, n, D, dtype=acc, device=a.device)
-    for k in range(n):  # level 2: the state entering each chunk
+    for k in range(n - 1, -1, -1) if reverse else range(n):  # level 2: entering states
         carry[:, k] = state
-        state = torch.addcmul(local[:, k, -1], decay[:, k, -1], state)
-    out = torch.addcmul(local, decay, carry.unsqueeze(2))
+        state = torch.addcmul(h[:, k], decay[:, k], state)
+    out = torch.empty_like(b4)
+    prev = carry
+    for t in steps:  # level 3: every chunk again, from its entering state
+        prev = torch.addcmul(b4[:, :, t], a4[:, :, t], prev, out=out[:, :, t])
     return out.view(B, n * C, D)[:, :T].reshape(B, T, *feat).to(b.dtype)
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """Chunked scan with an analytic backward (the adjoint is another chunked scan).
+    """Chunked scan with an analytic backward (the adjoint is another chunked scan, run
+    in the opposite direction).
 
     Backward of h_t = a_t h_{t-1} + b_t with upstream gh:
         g_t = gh_t + a_{t+1} g_{t+1}      (reverse scan, decays shifted by one)
         db_t = g_t,  da_t = g_t * h_{t-1},  dh0 = a_0 * g_0
-    The backward is written in differentiable torch ops, so double backward works.
+    and mirrored in time for `reverse`. The backward is written in differentiable torch
+    ops, so double backward works.
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None, chunk: int) -> Tensor:  # type: ignore[override]
-        h = _chunked_forward(a, b, h0, chunk)
-        ctx.chunk = chunk
+    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None, chunk: int, reverse: bool) -> Tensor:  # type: ignore[override]
+        h = _chunked_forward(a, b, h0, chunk, reverse)
+        ctx.chunk, ctx.reverse = chunk, reverse
         ctx.has_h0 = h0 is not None
         ctx.save_for_backward(a, h, h0 if h0 is not None else torch.zeros_like(h[:, 0]))
         return h
@@ -253,9 +258,22 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gh: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         a, h, h0 = ctx.saved_tensors
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
-        g = _ChunkedScan.apply(a_next.flip(1), gh.flip(1), None, ctx.chunk).flip(1)
-        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
-        ga = g * h_prev
-        gh0 = a[:, 0] * g[:, 0] if ctx.has_h0 else None
-        return ga, g, gh0, None
+        # `nxt` is the step after t in the scan's direction, `src` the one before it.
+        fwd = not ctx.reverse
+        nxt, src = (slice(1, None), slice(None, -1)) if fwd else (slice(None, -1), slice(1, None))
+        first, end = (0, -1) if fwd else (-1, 0)
+        # The adjoint's decays: a of the following step, 0 past the last one.
+        a_adj = torch.empty_like(a)
+        a_adj[:, src] = a[:, nxt]
+        a_adj[:, end] = 0.0
+        g = _ChunkedScan.apply(a_adj, gh.contiguous(), None, ctx.chunk, fwd)
+        ga = torch.empty_like(g)
+        # da_t = g_t * (the state before step t). Without double backward (the usual
+        # case) the product goes straight into its slice; `out=` is not differentiable.
+        if torch.is_grad_enabled():
+            ga[:, nxt] = g[:, nxt] * h[:, src]
+        else:
+            torch.mul(g[:, nxt], h[:, src], out=ga[:, nxt])
+        ga[:, first] = g[:, first] * h0
+        gh0 = a[:, first] * g[:, first] if ctx.has_h0 else None
+        return ga, g, gh0, None, None
