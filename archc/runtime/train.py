@@ -79,6 +79,7 @@ class Trainer:
         self.world = dist.setup(self.cfg.device)
         torch.manual_seed(self.cfg.seed)  # dropout draws from the global stream
         self.nan_at = knobs.inject_nan_at_step()  # read once, not every step
+        self.stats: dict[str, float] = {}
         self.task = build_task(spec)
         self.curriculum = build_curriculum(spec, self.task)
         self.model = compile_spec(
@@ -205,6 +206,11 @@ class Trainer:
         total = loss_sum(per_head_logits(logits, self.curriculum.heads), targets)
         # DDP averages gradients over ranks: scale so the average is d(sum / count).
         loss = total * (world.size / max(1, count))
+        aux = self.model.aux_loss()  # weighted auxiliary losses of this forward, if any
+        if aux is not None:
+            loss = loss + aux
+        self.stats = {"aux_loss": float(aux)} if aux is not None else {}
+        self.stats.update(self.model.stats())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         value = dist.all_sum(total.detach().clone(), world) / max(1, count)
@@ -277,6 +283,7 @@ class Trainer:
                     "lr": lr,
                     "tokens_per_s": window_tokens / max(1e-9, window_seconds),
                     "grad_norm": norm,
+                    **self.stats,  # auxiliary losses and module statistics, if any
                 }
                 window_tokens, window_seconds = 0, 0.0
             if self.curriculum.advance_after_step(self.step):

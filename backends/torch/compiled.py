@@ -46,6 +46,31 @@ class CompiledModel(nn.Module):
         """Distinct trainable parameters (tied weights counted once)."""
         return sum(p.numel() for p in self.parameters())
 
+    def aux_loss(self) -> torch.Tensor | None:
+        """The sum of the auxiliary losses the modules recorded during the last forward
+        (already weighted: e.g. a chunking ratio loss, a halting loss), or None.
+
+        A module records one by setting its attribute `aux_loss_value` to a scalar tensor
+        in forward; reading takes them (each is counted once), so call it once per step.
+        """
+        total = None
+        for m in self.modules():
+            value = getattr(m, "aux_loss_value", None)
+            if value is not None:
+                total = value if total is None else total + value
+                m.aux_loss_value = None
+        return total
+
+    def stats(self) -> dict[str, float]:
+        """Scalars the modules recorded during the last forward, keyed `<path>.<name>`
+        (e.g. the steps an adaptive-depth loop used): a module sets its attribute
+        `stats_values` to a dict of floats or 0-d tensors."""
+        out: dict[str, float] = {}
+        for path, m in self.named_modules():
+            for key, value in (getattr(m, "stats_values", None) or {}).items():
+                out[f"{path}.{key}" if path else key] = float(value)
+        return out
+
     def incremental_support(self) -> tuple[bool, str]:
         """(True, "") if forward can continue a sequence from a state, else (False, why)."""
         raise NotImplementedError  # generated per model
