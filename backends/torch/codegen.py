@@ -66,6 +66,8 @@ class _Gen:
                 names[node.out(k)] = o
             if node.op == "loop":
                 lines += self.loop(node, args[0], outs[0], indent, suffixes)
+            elif get_rule(node.op).regions is not None:
+                lines += self.region_op(graph, node, args, outs, indent, suffixes)
             else:
                 lines += self.node(graph, node, args, outs, indent, suffixes)
         return lines, names[graph.outputs[0]]
@@ -110,6 +112,49 @@ class _Gen:
             f"{indent}else:",
             f"{indent}    {plain}",
         ]
+
+    def region_op(
+        self,
+        graph: Graph,
+        node: Node,
+        args: list[str],
+        outs: list[str],
+        indent: str,
+        suffixes: tuple[str, ...],
+    ) -> list[str]:
+        """A control op with regions (hier, segment, memory, ...): each region becomes a
+        function like a loop step's; the rule's `regions` text decides how to call them.
+        State keys inside a region get the suffix "/<c>" of the region."""
+        rule = get_rule(node.op)
+        assert rule.regions is not None
+        for dep in rule.deps:
+            self.use(dep)
+        ctor = rule.ctor(node, [graph.type_of(v) for v in node.inputs])
+        if ctor is not None:
+            self.out.modules.append((node.path, ctor))
+        for p in node.params:
+            self.out.init[f"{node.path}.{p.name}"] = p.init
+        why = incremental_blocker(node)
+        if why is not None and not self.out.blocker:
+            self.out.blocker = why
+        fns = []
+        for c, region in enumerate(node.regions):
+            name = f"_{ident(node.path)}_r{c}"
+            inner, result = self.body(region, "x", "    ", tuple(f"{s}/{c}" for s in suffixes))
+            self.functions.append(
+                f"def {name}(self, m, x, inc, pos, state, new_state, sfx, lengths):\n"
+                + f'    """Region {c} of {node.op} {node.path}."""\n'
+                + "\n".join(inner)
+                + f"\n    return {result}\n"
+            )
+            fns.append(name)
+
+        def run(c: int, x: str) -> str:
+            sfx = f"'/{c}'" if suffixes == ("",) else f"sfx + '/{c}'"
+            return f"{fns[c]}(self, m, {x}, inc, pos, state, new_state, {sfx}, lengths)"
+
+        stmts = rule.regions(node, args, f"m.{ident(node.path)}", outs, run)
+        return [indent + line for line in stmts]
 
     def loop(
         self, node: Node, arg: str, out: str, indent: str, suffixes: tuple[str, ...]

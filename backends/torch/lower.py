@@ -29,6 +29,9 @@ Call = Callable[[Node, list[str], str], str]
 # (node, input names, module expr, output names, state key expr) -> statements, or None
 # when this node needs no carried state.
 Step = Callable[[Node, list[str], str, list[str], str], list[str] | None]
+# (node, input names, module expr, output names, run) -> statements; run(c, x) is the
+# expression applying region c to the value named x (see Rule.regions).
+RegionCall = Callable[[Node, list[str], str, list[str], Callable[[int, str], str]], list[str]]
 
 
 def _never(node: Node) -> None:
@@ -58,6 +61,11 @@ class Rule:
     # Module-level function definitions the constructor text refers to (custom cells'
     # generated step functions), or None.
     defs: Callable[[Node, list[Type]], str | None] = lambda node, ins: None
+    # Control ops that own regions (other than `loop`, which codegen handles itself):
+    # statements computing the outputs, given (node, input names, module expr, output
+    # names, run) where run(c, x) is the expression that applies region c to the value
+    # named x. When set, it replaces `call`/`step`.
+    regions: RegionCall | None = None
 
 
 def _width(t: Type) -> int:
