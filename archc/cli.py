@@ -162,9 +162,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     path, overrides = _one_spec(args)
     graph = to_graph(path, overrides)
     cost = model_cost(graph, args.seq_len)
+    modes: list[tuple[str, str, str]] = []
+    if args.device:
+        # What a run at this length on that device gets: scan modes first, then kernels.
+        from archc.passes.select_scan_mode import SelectScanMode
+
+        chooser = SelectScanMode(args.seq_len, args.device)
+        modes = chooser.report(graph)
+        graph = chooser.run(graph).graph
     kernels = _kernel_lines(graph, args.device) if args.device else None
     if args.json:
-        extra = {"kernels": _kernel_json(graph, args.device)} if args.device else {}
+        extra = {}
+        if args.device:
+            extra = {
+                "scan_modes": {p: {"mode": m, "reason": why} for p, m, why in modes},
+                "kernels": _kernel_json(graph, args.device),
+            }
         print(json.dumps({"model": graph.name, **cost.as_dict(), **extra}, indent=2))
         return EXIT_OK
     rows = [
@@ -181,6 +194,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
+    if modes:
+        print(f"scan modes on {args.device} at T={args.seq_len}:")
+        w = [max(len(r[i]) for r in modes) for i in range(2)]
+        for p, m, why in modes:
+            print(f"  {p:<{w[0]}}  {m:<{w[1]}}  {why}")
     for line in kernels or ():
         print(line)
     return EXIT_OK

@@ -83,9 +83,8 @@ class SelectScanMode:
         for node in graph.walk():
             if node.op != "scan":
                 continue
-            if node.attrs["mode"] != "auto":
-                rows.append((node.path, node.attrs["mode"], "fixed by the spec"))
-                continue
             mode, why = select_scan_mode(node.attrs["cell"], self.seq_len, self.device)
+            if node.attrs["mode"] != "auto" and mode != node.attrs["mode"]:
+                mode, why = node.attrs["mode"], "fixed by the spec"
             rows.append((node.path, mode, why))
         return rows

@@ -97,3 +97,29 @@ def test_chosen_modes_compute_the_same_model() -> None:
         ref = seq(x).double()
         for model in (plain, chosen):
             assert torch.allclose(model(x).double(), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_info_reports_modes_then_kernels(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`archc info --device` shows each scan's chosen mode, and assigns kernels to the
+    graph after the choice (a chunked scan on CUDA gets the diag_scan kernel)."""
+    import json
+
+    from archc.cli import run
+
+    spec = tmp_path / "modes.yaml"
+    spec.write_text(SPEC)
+    assert run(["info", str(spec), "--device", "cuda", "--seq-len", "4096"]) == 0
+    out = capsys.readouterr().out
+    assert "scan modes on cuda at T=4096:" in out
+    assert run(["info", str(spec), "--device", "cuda", "--seq-len", "4096", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["scan_modes"]["layers.1.mingru"]["mode"] == "chunked"
+    assert data["scan_modes"]["layers.2.gru"]["mode"] == "newton"
+    assert data["scan_modes"]["layers.6.minlstm"] == {
+        "mode": "associative",
+        "reason": "fixed by the spec",
+    }
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        assert data["kernels"]["layers.1.mingru"]["kernel"] == "diag_scan"
