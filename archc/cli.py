@@ -330,6 +330,7 @@ BENCH_SUITES = {
     "foundation": "archc.bench.foundation",  # compile times, compiled vs hand-written fwd+bwd
     "training": "archc.bench.training",  # archc train vs hand-written training loops
     "scan": "archc.bench.scan",  # scan modes and kernels vs sequential loops
+    "memory": "archc.bench.memory",  # Titans memory: chunked vs per-token write + read
 }
 
 

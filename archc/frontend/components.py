@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Params(BaseModel):
@@ -219,6 +219,74 @@ class AarenParams(Params):
     mode: ScanMode = Field(default="auto", description="auto | sequential | associative")
 
 
+class SparseAttentionParams(Params):
+    """Top-k block retrieval + block-sparse causal attention (landmark / HiP / DHSA
+    style): keys are cut into blocks of `block` tokens, each summarised by its mean key;
+    a query scores the summaries of the complete blocks before its own, keeps the
+    `topk` best, and attends over their tokens, its own block (causally) and an optional
+    sliding `window` of recent tokens."""
+
+    heads: int = Field(default=4, gt=0)
+    kv_heads: int | None = Field(default=None, gt=0, description="grouped-query heads")
+    block: int = Field(default=16, gt=0, description="tokens per block")
+    topk: int = Field(default=2, gt=0, description="past blocks each query retrieves")
+    window: int | None = Field(default=None, gt=0, description="extra sliding window")
+    pos: Literal["none", "rope"] = "none"
+    rope_base: float = Field(default=10000.0, gt=0)
+    bias: bool = False
+
+
+class SelectParams(Params):
+    """A layer-path program (CoLa): the body is a pool of layers; `program` lists pool
+    indices in execution order. A repeated index reuses that layer's weights; an index
+    left out skips its layer. `programs` instead gives several paths, one per sample:
+    sample b runs programs[choice[b]], where the choice is set on the module at run time
+    (default 0), or drawn per sample in training with `sample: random`."""
+
+    program: tuple[int, ...] | None = Field(
+        default=None, min_length=1, description="pool indices, e.g. [0, 1, 1]"
+    )
+    programs: tuple[tuple[int, ...], ...] | None = Field(
+        default=None, min_length=1, description="per-sample alternatives: [[0, 1], [0, 0, 1]]"
+    )
+    sample: Literal["fixed", "random"] = Field(
+        default="fixed", description="programs only: random draws one per sample in training"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SelectParams:
+        if (self.program is None) == (self.programs is None):
+            raise ValueError("select needs exactly one of 'program' or 'programs'")
+        if self.program is not None and self.sample != "fixed":
+            raise ValueError("sample: random chooses among 'programs', not one 'program'")
+        if any(not p for p in self.all_programs()):
+            raise ValueError("a program needs at least one pool index")
+        if any(i < 0 for p in self.all_programs() for i in p):
+            raise ValueError("program indices must be >= 0")
+        return self
+
+    def all_programs(self) -> tuple[tuple[int, ...], ...]:
+        """Every program (one for `program`)."""
+        return (self.program,) if self.program is not None else self.programs or ()
+
+
+class NestedParams(Params):
+    """A SortedNet stack of `layers` residual MLP blocks x + W2 act(W1 rmsnorm(x)) that can
+    run nested sub-networks: the first round(w * hidden) hidden units of every block and
+    the first d blocks. Training samples (w, d) from `widths` x `depths` per forward;
+    evaluation runs `eval_width` / `eval_depth` (default: the full network)."""
+
+    layers: int = Field(default=4, gt=0)
+    hidden: int | None = Field(default=None, gt=0, description="hidden units (default 4 D)")
+    act: Literal["gelu", "relu", "silu", "tanh"] = "gelu"
+    widths: tuple[float, ...] = Field(default=(0.25, 0.5, 0.75, 1.0), min_length=1)
+    depths: tuple[int, ...] | None = Field(
+        default=None, min_length=1, description="depth prefixes (default: 1..layers)"
+    )
+    eval_width: float = Field(default=1.0, gt=0, le=1)
+    eval_depth: int | None = Field(default=None, gt=0)
+
+
 class CellParams(Params):
     """A custom recurrent cell written as expressions (archc/frontend/cell_expr.py):
     `state` entries (name: width) start at zero; each step evaluates the `let`s in
@@ -249,9 +317,79 @@ class CellParams(Params):
 _TIE = re.compile(r"^(all|none|cycle\((\d+)\))$")
 
 
+class LoopSteps(Params):
+    """Sampled step counts: `train` is drawn per forward in training, `eval` is fixed."""
+
+    train: str
+    eval: int = Field(gt=0)
+
+    @field_validator("train")
+    @classmethod
+    def _sampler_form(cls, v: str) -> str:
+        if parse_sampler(v) is None:
+            raise ValueError("train must be 'uniform(a,b)' with 1 <= a <= b or 'poisson(mean)'")
+        return v
+
+
+_SAMPLER = re.compile(r"^\s*(uniform|poisson)\(\s*([0-9.]+)\s*(?:,\s*([0-9.]+)\s*)?\)\s*$")
+_GRAD = re.compile(r"^(full|one-step|last\((\d+)\))$")
+
+
+def parse_sampler(v: str) -> tuple[str, float, float] | None:
+    """('uniform', a, b) or ('poisson', mean, 0) from the text of a step sampler."""
+    m = _SAMPLER.match(v)
+    if not m:
+        return None
+    kind, a, b = m.group(1), m.group(2), m.group(3)
+    try:
+        if kind == "uniform" and b is not None:
+            lo, hi = int(a), int(b)
+            return ("uniform", float(lo), float(hi)) if 1 <= lo <= hi else None
+        if kind == "poisson" and b is None and float(a) > 0:
+            return ("poisson", float(a), 0.0)
+    except ValueError:
+        return None
+    return None
+
+
 class LoopParams(Params):
-    steps: int = Field(default=2, gt=0)
+    steps: int | LoopSteps = Field(default=2, description="n, or {train: sampler, eval: n}")
     tie: str = "all"
+    inject: Literal["none", "add", "concat"] = Field(
+        default="none", description="combine the carried state with the loop's input x"
+    )
+    grad: str = Field(default="full", description="full | last(k) | one-step")
+    lora: int = Field(default=0, ge=0, description="per-iteration LoRA rank (0: none)")
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="names the loop in paths (layers.1.high.0...) instead of 'loop'",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _positive_steps(cls, v: int | LoopSteps) -> int | LoopSteps:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("steps must be positive")
+        return v
+
+    @field_validator("grad")
+    @classmethod
+    def _grad_form(cls, v: str) -> str:
+        m = _GRAD.match(v)
+        if not m or (m.group(2) is not None and int(m.group(2)) <= 0):
+            raise ValueError("grad must be 'full', 'one-step' or 'last(k)' with k >= 1")
+        return v
+
+    def eval_steps(self) -> int:
+        """Steps at evaluation (and the fixed count when steps are not sampled)."""
+        return self.steps if isinstance(self.steps, int) else self.steps.eval
+
+    def grad_steps(self) -> int:
+        """How many final iterations carry gradient (0: all of them)."""
+        m = _GRAD.match(self.grad)
+        assert m is not None
+        return 0 if self.grad == "full" else 1 if self.grad == "one-step" else int(m.group(2))
 
     @field_validator("tie")
     @classmethod
@@ -266,13 +404,65 @@ class LoopParams(Params):
         if self.tie == "all":
             return 1
         if self.tie == "none":
-            return self.steps
+            return self.eval_steps()
         k = int(_TIE.match(self.tie).group(2))  # type: ignore[union-attr]
-        return min(k, self.steps)
+        return min(k, self.eval_steps()) if isinstance(self.steps, int) else k
+
+
+class HaltParams(Params):
+    """Adaptive depth (HRM's ACT): the body runs up to max_steps times per sample or
+    position (`per`), halting by a Q-head or when the state stops changing (`delta`)."""
+
+    max_steps: int = Field(default=4, gt=0)
+    criterion: Literal["q-head", "delta"] = "q-head"
+    explore: float = Field(default=0.1, ge=0.0, le=1.0, description="q-head exploration")
+    threshold: float = Field(default=0.01, gt=0, description="relative state change")
+    min_steps: int = Field(default=1, gt=0)
+    per: Literal["token", "sample"] = Field(
+        default="token", description="token: causal prefix pooling; sample: whole sequence"
+    )
 
 
 class RepeatParams(Params):
     n: int = Field(default=2, gt=0)
+
+
+_CARRY = re.compile(r"^(memory-tokens|kv-window|fast-weights)\((\d+)\)$")
+
+
+class SegmentParams(Params):
+    """Segment recurrence (RMT / HMT / Transformer-XL): the body runs on segments of
+    `length` tokens; `carry` links them: `memory-tokens(n)` (n memory tokens read at the
+    front and written at the end of each segment), `kv-window(w)` (attention also sees
+    the last w tokens' keys/values) or `fast-weights(h)` (an h-head delta-rule matrix
+    memory written by each segment's outputs, read by the next one's inputs). `recall: N`
+    adds HMT memory recall over a FIFO of the last N memories; `bptt: d` lets gradients
+    cross at most d segment transitions."""
+
+    length: int = Field(default=64, gt=0, description="tokens per segment")
+    carry: str = Field(
+        default="memory-tokens(4)",
+        description="memory-tokens(n) | kv-window(w) | fast-weights(heads)",
+    )
+    bptt: int | None = Field(default=None, ge=0, description="transitions (default: all)")
+    recall: int = Field(default=0, ge=0, description="HMT recall FIFO size (0: none)")
+
+    @field_validator("carry")
+    @classmethod
+    def _carry_form(cls, v: str) -> str:
+        m = _CARRY.match(v.replace(" ", ""))
+        if not m or int(m.group(2)) <= 0:
+            raise ValueError(
+                "carry must be 'memory-tokens(n)', 'kv-window(w)' or 'fast-weights(heads)' "
+                "with a count >= 1"
+            )
+        return v
+
+    def carry_kind(self) -> tuple[str, int]:
+        """('memory', n), ('kv_window', w) or ('fast_weights', heads)."""
+        m = _CARRY.match(self.carry.replace(" ", ""))
+        assert m is not None
+        return m.group(1).replace("-tokens", "").replace("-", "_"), int(m.group(2))
 
 
 @dataclass(frozen=True)
@@ -284,6 +474,7 @@ class ComponentDef:
     primary: str | None = None
     body: bool = False
     doc: str = ""
+    body_alias: str | None = None  # another key that may hold the body (hier: inner)
 
 
 _REGISTRY: dict[str, ComponentDef] = {}
@@ -335,7 +526,29 @@ for _c in (
     ComponentDef("delta", DeltaParams, "heads", doc="DeltaNet delta-rule layer (matrix state)"),
     ComponentDef("aaren", AarenParams, "heads", doc="Aaren: attention as an RNN (learned query)"),
     ComponentDef("cell", CellParams, None, doc="custom recurrent cell from expressions"),
+    ComponentDef(
+        "sparse_attention", SparseAttentionParams, "heads", doc="top-k block-sparse attention"
+    ),
+    ComponentDef("select", SelectParams, None, body=True, doc="layer-path program over a pool"),
+    ComponentDef("nested", NestedParams, "layers", doc="SortedNet nested width/depth MLPs"),
     ComponentDef("loop", LoopParams, "steps", body=True, doc="looped (weight-tied) layers"),
+    ComponentDef("halt", HaltParams, "max_steps", body=True, doc="adaptive depth (ACT)"),
     ComponentDef("repeat", RepeatParams, "n", body=True, doc="n untied copies of the body"),
+    ComponentDef("segment", SegmentParams, "length", body=True, doc="segment recurrence"),
 ):
     register_component(_c)
+
+# hier's parameter models live in components_hier.py (they subclass Params above).
+from archc.frontend.components_hier import HierParams  # noqa: E402
+
+register_component(
+    ComponentDef(
+        "hier", HierParams, "down", body=True, doc="multi-timescale hierarchy", body_alias="inner"
+    )
+)
+
+# Neural memory and Titans compositions: components_memory.py (subclasses of Params).
+from archc.frontend.components_memory import MemoryParams, TitansParams  # noqa: E402
+
+register_component(ComponentDef("memory", MemoryParams, "store", doc="mlp | matrix | tokens"))
+register_component(ComponentDef("titans", TitansParams, "variant", doc="Titans: mac|mag|mal"))

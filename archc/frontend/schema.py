@@ -205,14 +205,17 @@ class _SpecBuilder:
             params, body_raw = {}, value
         elif isinstance(value, dict):
             params = dict(value)
-            if "body" in params:
+            key = "body"
+            if cdef.body_alias in params and "body" not in params:
+                key = cdef.body_alias  # the body under its other name (hier: inner)
+            if key in params:
                 if not cdef.body:
                     self.diags.error(
                         f"'{name}' takes no body of layers", self.locs.key((*path, "body"))
                     )
                     return None
-                body_raw = params.pop("body")
-                body_path = (*path, "body")
+                body_raw = params.pop(key)
+                body_path = (*path, key)
         elif cdef.primary is not None:
             params = {cdef.primary: value}  # the scalar shorthand fills the primary param
         else:

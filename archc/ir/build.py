@@ -16,8 +16,19 @@ from archc.frontend.components import (
     MlpParams,
 )
 from archc.frontend.schema import Component, Layer, Ref, Spec
-from archc.ir.build_ctx import BudgetExhausted, BuildAbort, BuildContext, Builder
+from archc.ir.build_ctx import (
+    BudgetExhausted,
+    BuildAbort,
+    BuildContext,
+    Builder,
+    width_keeping_region,
+)
+from archc.ir.build_hier import HIER_BUILDERS
+from archc.ir.build_loop import LOOP_BUILDERS
+from archc.ir.build_memory import MEMORY_BUILDERS
 from archc.ir.build_scan import RECURRENT_BUILDERS
+from archc.ir.build_segment import SEGMENT_BUILDERS
+from archc.ir.build_select import SELECT_BUILDERS
 from archc.ir.graph import Graph, Value
 from archc.ir.ops import ShapeError, get_op
 from archc.ir.types import TensorType
@@ -245,33 +256,18 @@ def _head(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
 def _region(
     ctx: BuildContext, body: tuple[Layer, ...], x: Value, prefix: str, loc: SourceLoc | None
 ) -> Graph:
-    """Build `body` as a region graph whose input has the type of `x`."""
+    """Build a loop `body` as a region graph whose input has the type of `x`."""
     t = ctx.graph.type_of(x)
     assert isinstance(t, TensorType)
-    region = Graph(prefix)
-    inner = BuildContext(
-        ctx.spec, ctx.diags, region, ctx.embeds, ctx.define_stack, counter=ctx.counter
+    return width_keeping_region(
+        ctx,
+        t,
+        prefix,
+        loc,
+        lambda inner, v: _items(inner, body, v, prefix),
+        "loop body",
+        "a loop needs its body to keep the width",
     )
-    inp = region.add(
-        "input", {"kind": "features", "dim": t.feature}, [], (t,), loc=loc, path=f"{prefix}.input"
-    )
-    region.inputs.append(inp.id)
-    y = _items(inner, body, inp.out(), prefix)
-    if region.type_of(y) != t:
-        raise ctx.fail(
-            f"loop body changes the width from {t.feature} to "
-            f"{inner.width(y)}; a loop needs its body to keep the width",
-            loc,
-        )
-    region.outputs.append(y)
-    return region
-
-
-def _loop(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
-    steps, copies = c.params.steps, c.params.copies()  # type: ignore[attr-defined]
-    _check_unroll(ctx, c, copies, "steps" if copies == steps else "tie")
-    regions = tuple(_region(ctx, c.body, x, f"{path}.{i}", c.loc) for i in range(copies))
-    return ctx.emit("loop", {"steps": steps, "copies": copies}, [x], path, c.loc, regions)
 
 
 def _check_unroll(ctx: BuildContext, c: Component, count: int, param: str) -> None:
@@ -331,7 +327,11 @@ BUILDERS: dict[str, Builder] = {
     "attention": _attention,
     "head": _head,
     **RECURRENT_BUILDERS,
-    "loop": _loop,
+    **SELECT_BUILDERS,
+    **LOOP_BUILDERS,  # loop, halt: archc/ir/build_loop.py
+    **SEGMENT_BUILDERS,  # segment: archc/ir/build_segment.py
+    **HIER_BUILDERS,  # hier: archc/ir/build_hier.py
+    **MEMORY_BUILDERS,  # memory, titans: archc/ir/build_memory.py
     "repeat": _repeat,
 }
 

@@ -80,3 +80,32 @@ class BuildContext:
 
 
 Builder = Callable[[BuildContext, Component, Value, str], Value]
+
+
+def width_keeping_region(
+    ctx: BuildContext,
+    t: TensorType,
+    prefix: str,
+    loc: SourceLoc | None,
+    build: Callable[[BuildContext, Value], Value],
+    what: str,
+    why: str,
+) -> Graph:
+    """A region graph (the body of a loop, hier, segment, select, ...) whose input has
+    type `t`, built by `build(inner context, input value)`. Its output must keep `t`:
+    otherwise "`what` changes the width from a to b; `why`" at `loc`. A failure inside
+    the body marks `ctx` failed too."""
+    region = Graph(prefix)
+    inner = BuildContext(
+        ctx.spec, ctx.diags, region, ctx.embeds, ctx.define_stack, counter=ctx.counter
+    )
+    attrs = {"kind": "features", "dim": t.feature}
+    inp = region.add("input", attrs, [], (t,), loc=loc, path=f"{prefix}.input")
+    region.inputs.append(inp.id)
+    y = build(inner, inp.out())
+    if inner.failed:
+        ctx.failed = True
+    if region.type_of(y) != t:
+        raise ctx.fail(f"{what} changes the width from {t.feature} to {inner.width(y)}; {why}", loc)
+    region.outputs.append(y)
+    return region

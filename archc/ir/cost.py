@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 
 from archc.ir.graph import Graph
 from archc.ir.ops import Cost, get_op
+from archc.ir.ops_segment import segment_body_len, segment_cost
 
-MIXERS = {"attention", "scan", "conv1d"}
+MIXERS = {"attention", "scan", "conv1d", "memory", "titans_mac", "block_attention"}
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,28 @@ def _accumulate(graph: Graph, seq_len: int) -> tuple[Cost, int, int, int]:
     for node in graph.nodes():
         nodes += 1
         params += sum(p.numel for p in node.params)
+        if node.op == "segment":  # the body sees one segment at a time: ops_segment.py
+            rc, rp, rl, rn = _accumulate(node.regions[0], segment_body_len(node.attrs, seq_len))
+            sc = segment_cost(node.attrs, _node_cost(graph, node.id, seq_len), rc, seq_len)
+            flops, act, state = flops + sc.flops, act + sc.act_bytes, state + sc.state_bytes
+            params, layers, nodes = params + rp, layers + rl, nodes + rn
+            continue
         if node.regions:
-            steps, copies = node.attrs["steps"], len(node.regions)
+            # Control ops other than loops (hier, segment) run their region once.
+            # A halt is costed at its worst case, max_steps runs of its body.
+            steps = node.attrs.get("steps", node.attrs.get("max_steps", 1))
+            copies = len(node.regions)
             for c, region in enumerate(node.regions):
                 uses = len(range(c, steps, copies))  # steps that run copy c
+                if node.op == "select":  # a path program runs pool layer c this often
+                    uses = node.attrs["program"].count(c)
                 rc, rp, rl, rn = _accumulate(region, seq_len)
-                flops += uses * rc.flops
-                act += uses * rc.act_bytes
+                # A region on a coarser sequence (hier: T/k) runs for a fraction of tokens.
+                rate = get_op(node.op).extra.get("region_rate", lambda a: 1.0)(node.attrs)
+                flops += uses * rate * rc.flops
+                act += uses * rate * rc.act_bytes
                 state += rc.state_bytes
-                kv += uses * rc.kv_bytes
+                kv += round(uses * rate * rc.kv_bytes)
                 params += rp
                 layers += uses * rl
                 nodes += rn
@@ -65,6 +79,8 @@ def _accumulate(graph: Graph, seq_len: int) -> tuple[Cost, int, int, int]:
         kv += c.kv_bytes
         if node.op in MIXERS or (node.op == "linear" and node.path.endswith(".down")):
             layers += 1  # one sequence mixer or one MLP
+        elif node.op == "nested":  # a SortedNet stack: its MLPs at full depth
+            layers += node.attrs["layers"]
     return Cost(flops, act, state, kv), params, layers, nodes
 
 

@@ -125,3 +125,20 @@ def elems(t: Type) -> int:
 
 
 INT, NUM, BOOL, STR, NONE = (int,), (float, int), (bool,), (str,), (type(None),)
+
+
+def attention_qkv(attrs: Attrs, ins: Sequence[Type], op: str) -> TensorType:
+    """Check the (q, k, v) inputs of an attention op against `heads` / `kv_heads`;
+    returns q's type (the output's). Keys and values carry kv_heads heads of q's width."""
+    q, k, v = (float_seq(t, op) for t in ins)
+    h, kvh = attrs["heads"], attrs["kv_heads"]
+    if q.feature % h:
+        raise ShapeError(f"{op} heads={h} do not divide the query width {q.feature}")
+    if h % kvh:
+        raise ShapeError(f"kv_heads={kvh} must divide heads={h}")
+    hd = q.feature // h
+    if k.feature != kvh * hd or v.feature != kvh * hd:
+        raise ShapeError(
+            f"keys/values of width {k.feature}/{v.feature} do not fit {kvh} kv heads of width {hd}"
+        )
+    return q

@@ -27,6 +27,7 @@ from archc.ir.opdef import (  # noqa: F401  (re-exported: the op table's public 
     ParamRule,
     ShapeError,
     ShapeRule,
+    attention_qkv,
     elems,
     float_seq,
     get_op,
@@ -34,6 +35,9 @@ from archc.ir.opdef import (  # noqa: F401  (re-exported: the op table's public 
     same_type,
     tensor_of,
 )
+from archc.ir.ops_hier import HIER_OP
+from archc.ir.ops_loop import HALT_OP, LOOP_OP
+from archc.ir.ops_memory import MAC_OP, MEMORY_OP
 from archc.ir.ops_scan import (  # noqa: F401  (re-exported)
     CELL_GATES,
     LINEAR_CELLS,
@@ -48,6 +52,8 @@ from archc.ir.ops_scan import (  # noqa: F401  (re-exported)
     matrix_dims,
     scan_modes,
 )
+from archc.ir.ops_segment import SEGMENT_OP
+from archc.ir.ops_select import SELECT_OPS
 from archc.ir.types import Attrs, ParamSpec, TensorType, Type
 
 # -- input / embedding ------------------------------------------------------------------
@@ -306,18 +312,7 @@ register_op(
 
 
 def _attention_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
-    q, k, v = (float_seq(t, "attention") for t in ins)
-    h, kvh = attrs["heads"], attrs["kv_heads"]
-    if q.feature % h:
-        raise ShapeError(f"attention heads={h} do not divide the query width {q.feature}")
-    if h % kvh:
-        raise ShapeError(f"kv_heads={kvh} must divide heads={h}")
-    hd = q.feature // h
-    if k.feature != kvh * hd or v.feature != kvh * hd:
-        raise ShapeError(
-            f"keys/values of width {k.feature}/{v.feature} do not fit {kvh} kv heads of width {hd}"
-        )
-    return (q,)
+    return (attention_qkv(attrs, ins, "attention"),)
 
 
 def _attention_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
@@ -356,14 +351,17 @@ register_op(
 # -- recurrences: archc/ir/ops_scan.py --------------------------------------------------
 register_op(SCAN_OP)
 
+# -- neural memory (Titans, ATLAS): archc/ir/ops_memory.py -------------------------------
+register_op(MEMORY_OP)
+register_op(MAC_OP)
+
+# -- select (block-sparse attention, layer paths, nested stacks): ops_select.py ----------
+for _op in SELECT_OPS:
+    register_op(_op)
+
 # -- control ---------------------------------------------------------------------------------------
-register_op(
-    OpDef(
-        "loop",
-        (1, 1),
-        {"steps": AttrSpec(INT), "copies": AttrSpec(INT, 1)},
-        same_type,
-        regions=True,
-        doc="apply the body regions `steps` times; step s uses region s % copies",
-    )
-)
+# loop and halt: archc/ir/ops_loop.py
+register_op(LOOP_OP)
+register_op(HALT_OP)
+register_op(SEGMENT_OP)  # segment recurrence: archc/ir/ops_segment.py
+register_op(HIER_OP)  # multi-timescale hierarchy: archc/ir/ops_hier.py

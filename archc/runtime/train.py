@@ -209,7 +209,7 @@ class Trainer:
         aux = self.model.aux_loss()  # weighted auxiliary losses of this forward, if any
         if aux is not None:
             loss = loss + aux
-        self.stats = {"aux_loss": float(aux)} if aux is not None else {}
+        self.stats = {"aux_loss": float(aux.detach())} if aux is not None else {}
         self.stats.update(self.model.stats())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from archc.backends.torch.lower import get_rule, ident, incremental_blocker
+from archc.backends.torch.lower import Rule, get_rule, ident, incremental_blocker
 from archc.backends.torch.modules import layers as L
 from archc.ir.graph import Graph, Node, Value
+from archc.ir.ops_loop import lora_linears
 
 
 @dataclass
@@ -37,6 +38,7 @@ class _Gen:
     def __init__(self) -> None:
         self.out = ModelSource("")
         self.functions: list[str] = []
+        self.lora: dict[str, tuple[str, int]] = {}  # linear path -> (loop module, adapter)
 
     def use(self, dep: object) -> None:
         if dep not in self.out.deps:
@@ -66,11 +68,32 @@ class _Gen:
                 names[node.out(k)] = o
             if node.op == "loop":
                 lines += self.loop(node, args[0], outs[0], indent, suffixes)
+            elif node.op == "halt":  # like a loop: its body's state is keyed per step
+                lines += self.halt(graph, node, args[0], outs[0], indent, suffixes)
             elif get_rule(node.op).regions is not None:
                 lines += self.region_op(graph, node, args, outs, indent, suffixes)
             else:
                 lines += self.node(graph, node, args, outs, indent, suffixes)
         return lines, names[graph.outputs[0]]
+
+    def own(self, graph: Graph, node: Node, rule: Rule) -> None:
+        """Register what `node` brings along: its rule's helper definitions, its module
+        (constructor text), its parameters' initialisers, and why it blocks incremental
+        runs (the first reason found is the model's)."""
+        for dep in rule.deps:
+            self.use(dep)
+        ins = [graph.type_of(v) for v in node.inputs]
+        defs = rule.defs(node, ins)
+        if defs is not None and defs not in self.functions:
+            self.functions.append(defs)
+        ctor = rule.ctor(node, ins)
+        if ctor is not None:
+            self.out.modules.append((node.path, ctor))
+        for p in node.params:
+            self.out.init[f"{node.path}.{p.name}"] = p.init
+        why = incremental_blocker(node)
+        if why is not None and not self.out.blocker:
+            self.out.blocker = why
 
     def node(
         self,
@@ -82,21 +105,12 @@ class _Gen:
         suffixes: tuple[str, ...],
     ) -> list[str]:
         rule = get_rule(node.op)
-        for dep in rule.deps:
-            self.use(dep)
-        ctor = rule.ctor(node, [graph.type_of(v) for v in node.inputs])
-        defs = rule.defs(node, [graph.type_of(v) for v in node.inputs])
-        if defs is not None and defs not in self.functions:
-            self.functions.append(defs)
-        if ctor is not None:
-            self.out.modules.append((node.path, ctor))
-        for p in node.params:
-            self.out.init[f"{node.path}.{p.name}"] = p.init
+        self.own(graph, node, rule)
         mod = f"m.{ident(node.path)}"
         plain = f"{', '.join(outs)} = {rule.call(node, args, mod)}"
-        why = incremental_blocker(node)
-        if why is not None and not self.out.blocker:
-            self.out.blocker = why
+        if node.path in self.lora:  # a linear inside a LoRA loop: add this step's B A x
+            owner, t = self.lora[node.path]
+            plain = f"{outs[0]} = {owner}.adapt({t!r}, {args[0]}, {rule.call(node, args, mod)})"
         key = repr(node.path) if suffixes == ("",) else f"{node.path!r} + sfx"
         step = None if rule.step is None else rule.step(node, args, mod, outs, key)
         if step is None:
@@ -127,20 +141,19 @@ class _Gen:
         State keys inside a region get the suffix "/<c>" of the region."""
         rule = get_rule(node.op)
         assert rule.regions is not None
-        for dep in rule.deps:
-            self.use(dep)
-        ctor = rule.ctor(node, [graph.type_of(v) for v in node.inputs])
-        if ctor is not None:
-            self.out.modules.append((node.path, ctor))
-        for p in node.params:
-            self.out.init[f"{node.path}.{p.name}"] = p.init
-        why = incremental_blocker(node)
-        if why is not None and not self.out.blocker:
-            self.out.blocker = why
+        self.own(graph, node, rule)
+        # A rule with `step` keeps one state entry of its own (a segment op's carry) and
+        # runs its regions on private state: their entries are not the model's.
+        own = rule.step is not None
+        saved = (list(self.out.state_keys), list(self.out.initial_keys), self.out.grows)
         fns = []
+        uses = rule.region_uses(node) if rule.region_uses else (1,) * len(node.regions)
         for c, region in enumerate(node.regions):
             name = f"_{ident(node.path)}_r{c}"
-            inner, result = self.body(region, "x", "    ", tuple(f"{s}/{c}" for s in suffixes))
+            # Application k > 0 of a region keeps its own state entries, suffix "/<c>+k".
+            tags = [f"/{c}+{k}" if k else f"/{c}" for k in range(uses[c])]
+            mine = tuple(s + t for s in suffixes for t in tags)
+            inner, result = self.body(region, "x", "    ", mine)
             self.functions.append(
                 f"def {name}(self, m, x, inc, pos, state, new_state, sfx, lengths):\n"
                 + f'    """Region {c} of {node.op} {node.path}."""\n'
@@ -149,17 +162,65 @@ class _Gen:
             )
             fns.append(name)
 
-        def run(c: int, x: str) -> str:
-            sfx = f"'/{c}'" if suffixes == ("",) else f"sfx + '/{c}'"
+        def run(c: int, x: str, k: int = 0) -> str:
+            tag = f"/{c}+{k}" if k else f"/{c}"
+            sfx = f"'{tag}'" if suffixes == ("",) else f"sfx + '{tag}'"
             return f"{fns[c]}(self, m, {x}, inc, pos, state, new_state, {sfx}, lengths)"
 
         stmts = rule.regions(node, args, f"m.{ident(node.path)}", outs, run)
+        if own:
+            self.out.state_keys, self.out.initial_keys, self.out.grows = saved
+            self.out.state_keys += [node.path + s for s in suffixes]
+            self.out.grows = self.out.grows or rule.grows(node)
         return [indent + line for line in stmts]
+
+    def halt(
+        self, graph: Graph, node: Node, arg: str, out: str, indent: str, suffixes: tuple[str, ...]
+    ) -> list[str]:
+        """A halt (modules/loops.py `Halt`): the module calls the region once per step
+        with the step's suffix, so an incremental run keeps one cache per step."""
+        self.own(graph, node, get_rule(node.op))
+        name = f"_{ident(node.path)}_0"
+        mine = tuple(f"{s}#{i}" for s in suffixes for i in range(node.attrs["max_steps"]))
+        inner, result = self.body(node.regions[0], "x", "    ", mine)
+        self.functions.append(
+            f"def {name}(self, m, x, inc, pos, state, new_state, sfx, lengths):\n"
+            + f'    """Step of halt {node.path}; sfx names the step."""\n'
+            + "\n".join(inner)
+            + f"\n    return {result}\n"
+        )
+        self.out.state_keys += [node.path + s for s in suffixes]
+        key = repr(node.path) if suffixes == ("",) else f"{node.path!r} + sfx"
+        sfx = 'f"#{i_}"' if suffixes == ("",) else 'f"{sfx}#{i_}"'
+        body = f"lambda z_, i_: {name}(self, m, z_, inc, pos, state, new_state, {sfx}, lengths)"
+        mod = f"m.{ident(node.path)}"
+        carry = f"state.get({key}, {{}}) if inc else None"
+        return [
+            f"{indent}{out}, _carry = {mod}({arg}, {body}, {carry})",
+            f"{indent}if inc:",
+            f"{indent}    new_state[{key}] = _carry",
+        ]
 
     def loop(
         self, node: Node, arg: str, out: str, indent: str, suffixes: tuple[str, ...]
     ) -> list[str]:
-        steps, copies = node.attrs["steps"], node.attrs["copies"]
+        """A loop (archc/ir/ops_loop.py): its regions become step functions, called from
+        a Python loop that adds injection, the gradient policy, LoRA slots and sampled
+        step counts as the node's attributes ask."""
+        a = node.attrs
+        steps, copies = a["steps"], a["copies"]
+        mod = f"m.{ident(node.path)}"
+        if node.params:
+            self.use(L.LoraAdapter)
+            self.use(L.LoopExtras)
+            d = node.outputs[0].feature  # type: ignore[union-attr]
+            ctor = f"L.LoopExtras({d!r}, {a['inject']!r}, {a['lora']!r}, {a['lora_targets']!r})"
+            self.out.modules.append((node.path, ctor))
+            for p in node.params:
+                self.out.init[f"{node.path}.{p.name}"] = p.init
+        if a["lora"]:
+            for t, (lin, _) in enumerate(lora_linears(node.regions)):
+                self.lora[lin.path] = (mod, t)  # type: ignore[attr-defined]
         fns = []
         for c, region in enumerate(node.regions):
             name = f"_{ident(node.path)}_{c}"
@@ -172,15 +233,44 @@ class _Gen:
                 + f"\n    return {result}\n"
             )
             fns.append(name)
+        lines = []
+        n = repr(steps)
+        if a["sampler"]:
+            self.use(L.loop_steps)
+            kind, rest_ = a["sampler"].split("(")
+            lo, _, hi = rest_.rstrip(")").partition(",")
+            n = f"_n{node.id}"
+            lines.append(
+                f"{indent}{n} = L.loop_steps({kind!r}, {float(lo)!r}, {float(hi or 0)!r}, "
+                f"{steps!r}, self.training)"
+            )
+        # With injection the carried state starts at zero and x re-enters every step.
+        start = arg if a["inject"] == "none" else f"torch.zeros_like({arg})"
+        lines += [f"{indent}{out} = {start}", f"{indent}for _step in range({n}):"]
+        body = indent + "    "
+        if a["grad"]:
+            # Only the last `grad` iterations record the graph: earlier ones run under
+            # no_grad, so the state entering the first recorded one is detached.
+            lines.append(
+                f"{body}with torch.set_grad_enabled(torch.is_grad_enabled() and "
+                f"_step >= {n} - {a['grad']!r}):"
+            )
+            body += "    "
+        if a["lora"]:
+            lines.append(f"{body}{mod}.slot = _step // {copies!r}")
+        x = out
+        if a["inject"] == "add":
+            x = f"{out} + {arg}"
+        elif a["inject"] == "concat":
+            x = f"{mod}.combine({out}, {arg})"
         sfx = 'f"#{_step}"' if suffixes == ("",) else 'f"{sfx}#{_step}"'
-        rest = f"{out}, inc, pos, state, new_state, {sfx}, lengths)"
-        lines = [f"{indent}{out} = {arg}", f"{indent}for _step in range({steps}):"]
+        rest = f"{x}, inc, pos, state, new_state, {sfx}, lengths)"
         if copies == 1:
-            lines.append(f"{indent}    {out} = {fns[0]}(self, m, {rest}")
+            lines.append(f"{body}{out} = {fns[0]}(self, m, {rest}")
         else:
             table = f"_{ident(node.path)}_copies"
             self.functions.append(f"{table} = ({', '.join(fns)},)\n")
-            lines.append(f"{indent}    {out} = {table}[_step % {copies}](self, m, {rest}")
+            lines.append(f"{body}{out} = {table}[_step % {copies}](self, m, {rest}")
         return lines
 
 

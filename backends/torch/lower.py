@@ -64,8 +64,14 @@ class Rule:
     # Control ops that own regions (other than `loop`, which codegen handles itself):
     # statements computing the outputs, given (node, input names, module expr, output
     # names, run) where run(c, x) is the expression that applies region c to the value
-    # named x. When set, it replaces `call`/`step`.
+    # named x. When set, it replaces `call`/`step`; a `step` then only marks that the op
+    # keeps one state entry of its own (key: its path) and runs its regions on private
+    # state (the segment op; see codegen.region_op).
     regions: RegionCall | None = None
+    # How many times `regions` text applies each region per forward (default: once
+    # each). Each application k > 0 keeps state entries of its own: the text calls it
+    # as run(c, x, k) (the select op's repeated layers).
+    region_uses: Callable[[Node], tuple[int, ...]] | None = None
 
 
 def _width(t: Type) -> int:
@@ -268,6 +274,36 @@ def _scan_blocker(node: Node) -> str | None:
     return f"{node.path}: a bidirectional {node.attrs['cell']} reads the sequence backwards"
 
 
+# A fast-weight segment carry runs the DeltaNet cell and what it calls.
+_FAST_WEIGHT_DEPS = (L.valid_steps, L.zero_past, L.matrix_scan, L._heads, L.DeltaNet)
+
+
+def _segment_ctor(node: Node, ins: list[Type]) -> str:
+    a = node.attrs
+    return (
+        f"L.SegmentRecurrence({_width(ins[0])!r}, {a['length']!r}, {a['carry']!r}, "
+        f"mem={a['mem']!r}, window={a['window']!r}, bptt={a['bptt']!r}, recall={a['recall']!r}, "
+        f"heads={a['heads']!r})"
+    )
+
+
+def _segment_regions(
+    node: Node, args: list[str], mod: str, outs: list[str], run: Callable[[int, str], str]
+) -> list[str]:
+    # The module calls the body once per segment with its own incremental flag, offset
+    # and state dicts (the lambda's parameters shadow the model's), and no lengths.
+    call = run(0, "x_")
+    body = f"lambda x_, inc, pos, state, new_state, lengths=None: {call}"
+    # Inside a loop the region call carries the step suffix `sfx`; so does the key.
+    key = f"{node.path!r} + sfx" if "sfx + " in call else repr(node.path)
+    return [
+        "if inc:",
+        f"    {outs[0]}, new_state[{key}] = {mod}.step({args[0]}, state.get({key}), {body})",
+        "else:",
+        f"    {outs[0]} = {mod}({args[0]}, {body})",
+    ]
+
+
 RULES: dict[str, Rule] = {
     "embed": Rule(
         lambda n, i: f"nn.Embedding({n.attrs['vocab']!r}, {n.attrs['dim']!r})",
@@ -311,7 +347,7 @@ RULES: dict[str, Rule] = {
     "attention": Rule(
         _no_module,
         _attention_call,
-        (L.attention, L.attention_step),
+        (L.split_heads, L.repeat_kv, L.attention, L.attention_step),
         step=_attention_step,
         blocker=_attention_blocker,
         grows=lambda n: n.attrs["window"] is None,
@@ -355,6 +391,15 @@ RULES: dict[str, Rule] = {
         blocker=_scan_blocker,
         defs=_scan_defs,
     ),
+    "segment": Rule(
+        _segment_ctor,
+        lambda n, a, m: "",
+        (L.detach_carry, L.window_kv, L.SegmentRecurrence, *_FAST_WEIGHT_DEPS),
+        # `step` marks the op as keeping its own state entry (see codegen.region_op);
+        # the statements come from `regions`.
+        step=lambda n, a, m, o, k: None,
+        regions=lambda n, a, m, o, run: _segment_regions(n, a, m, o, run),
+    ),
 }
 
 
@@ -377,3 +422,24 @@ def get_rule(op: str) -> Rule:
     if rule is None:
         raise NotImplementedError(f"the torch backend has no rule for op '{op}'")
     return rule
+
+
+# The select ops' rules (lower_select.py builds on Rule and get_rule above).
+from archc.backends.torch.lower_select import SELECT_RULES  # noqa: E402
+
+RULES.update(SELECT_RULES)
+
+# The hier op's rule (lower_hier.py builds on Rule above).
+from archc.backends.torch.lower_hier import HIER_RULES  # noqa: E402
+
+RULES.update(HIER_RULES)
+
+# The neural-memory ops' rules (lower_memory.py builds on Rule above).
+from archc.backends.torch.lower_memory import MEMORY_RULES  # noqa: E402
+
+RULES.update(MEMORY_RULES)
+
+# The halt op's rule (lower_loop.py builds on Rule above).
+from archc.backends.torch.lower_loop import HALT_RULES  # noqa: E402
+
+RULES.update(HALT_RULES)

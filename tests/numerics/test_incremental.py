@@ -58,9 +58,16 @@ def token_ids(model: CompiledModel, t: int) -> torch.Tensor:
 # -- the spec library --------------------------------------------------------------------------
 
 
+ENCODERS = {"smith-encoder.yaml"}  # non-causal by design: they say why they cannot continue
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in SPECS.glob("*.yaml")))
 def test_library_spec_chunked_equals_full(name: str) -> None:
     model = archc.compile(SPECS / name, seed=0).double().eval()
+    if name in ENCODERS:
+        ok, why = model.incremental_support()
+        assert not ok and "future" in why, why
+        return
     assert model.incremental_support() == (True, "")
     # 40 tokens: longer than conv.yaml's attention window (32), so its cache is trimmed.
     check_chunked_equals_full(model, token_ids(model, 40))

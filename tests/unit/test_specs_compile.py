@@ -51,6 +51,9 @@ def test_spec_compiles_and_trains_a_step(spec: Path) -> None:
     else:
         loss = y.square().mean()
     assert torch.isfinite(loss)
+    aux = model.aux_loss()  # as archc train adds it: e.g. a halting Q-head learns only here
+    if aux is not None:
+        loss = loss + aux
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archc.backends.torch.modules.heads import repeat_kv, split_heads
+
 
 class CausalConv1d(nn.Module):
     """1-d convolution over time on (B, T, D) inputs; causal pads only the past."""
@@ -145,13 +147,8 @@ def attention(
 ) -> torch.Tensor:
     """Multi-head attention through SDPA: q (B, T, H*hd), k/v (B, T, KV*hd) -> (B, T, H*hd)."""
     b, t, d = q.shape
-    hd = d // heads
-    qh = q.view(b, t, heads, hd).transpose(1, 2)
-    kh = k.view(b, t, kv_heads, hd).transpose(1, 2)
-    vh = v.view(b, t, kv_heads, hd).transpose(1, 2)
-    if kv_heads != heads:
-        kh = kh.repeat_interleave(heads // kv_heads, dim=1)
-        vh = vh.repeat_interleave(heads // kv_heads, dim=1)
+    qh, kh, vh = split_heads(q, heads), split_heads(k, kv_heads), split_heads(v, kv_heads)
+    kh, vh = repeat_kv(kh, vh, heads)
     p = dropout if training else 0.0
     if window is None:
         y = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=p, is_causal=causal)
@@ -183,19 +180,14 @@ def attention_step(
     cache stays a constant size.
     """
     b, t, d = q.shape
-    hd = d // heads
-    qh = q.view(b, t, heads, hd).transpose(1, 2)
-    kh = k.view(b, t, kv_heads, hd).transpose(1, 2)
-    vh = v.view(b, t, kv_heads, hd).transpose(1, 2)
+    qh, kh, vh = split_heads(q, heads), split_heads(k, kv_heads), split_heads(v, kv_heads)
     if cache is not None:
         kh = torch.cat([cache[0], kh], dim=2)
         vh = torch.cat([cache[1], vh], dim=2)
     n = kh.shape[2]  # cached positions + this chunk
     keep = n if window is None else min(n, window - 1)
     new_cache = (kh[:, :, n - keep :], vh[:, :, n - keep :])
-    if kv_heads != heads:
-        kh = kh.repeat_interleave(heads // kv_heads, dim=1)
-        vh = vh.repeat_interleave(heads // kv_heads, dim=1)
+    kh, vh = repeat_kv(kh, vh, heads)
     p = dropout if training else 0.0
     if t == 1:
         # One query sees every cached key (a windowed cache holds only reachable ones).
@@ -355,4 +347,49 @@ from archc.backends.torch.modules.fused import (  # noqa: E402, F401  (archc's R
     fused_leaky_rnn,
     fused_rnn,
     fused_rnn_layers,
+)
+from archc.backends.torch.modules.hier import (  # noqa: E402, F401  (hier: H-Net, HAT, tiers)
+    Hier,
+    boundary_probs,
+    ema_smooth,
+    split_starts,
+)
+from archc.backends.torch.modules.loops import (  # noqa: E402, F401  (loop / halt)
+    Halt,
+    LoopExtras,
+    LoraAdapter,
+    loop_steps,
+)
+from archc.backends.torch.modules.memory import (  # noqa: E402, F401  (Titans, ATLAS)
+    NeuralMemory,
+    TitansMAC,
+    _decay_matrix,
+    _silu_grad,
+    memory_apply,
+    memory_chunk,
+    memory_scan,
+    window_band,
+)
+from archc.backends.torch.modules.ragged import (  # noqa: E402, F401  (ragged sequences)
+    chunk_of,
+    pack,
+    padded_to_ragged,
+    ragged_to_padded,
+    select_padded,
+    unpack,
+)
+from archc.backends.torch.modules.segment import (  # noqa: E402, F401  (segment recurrence)
+    SegmentRecurrence,
+    detach_carry,
+    window_kv,
+)
+from archc.backends.torch.modules.select import (  # noqa: E402, F401  (SortedNet, CoLa)
+    NestedMLP,
+    PathChoice,
+)
+from archc.backends.torch.modules.sparse_attention import (  # noqa: E402, F401  (top-k blocks)
+    _sparse_attention_gather,
+    _sparse_attention_keys,
+    block_sparse_attention,
+    block_sparse_attention_step,
 )
