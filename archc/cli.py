@@ -331,6 +331,7 @@ BENCH_SUITES = {
     "training": "archc.bench.training",  # archc train vs hand-written training loops
     "scan": "archc.bench.scan",  # scan modes and kernels vs sequential loops
     "memory": "archc.bench.memory",  # Titans memory: chunked vs per-token write + read
+    "segment": "archc.bench.segment",  # bytes per token: segment recurrence vs full attention
 }
 
 
