@@ -54,7 +54,12 @@ def _accumulate(graph: Graph, seq_len: int) -> tuple[Cost, int, int, int]:
             continue
         if node.regions:
             # Control ops other than loops (hier, segment) run their region once.
-            # A halt is costed at its worst case, max_steps runs of its body.
+            # A halt is costed at its worst case, max_steps runs of its body. The op's
+            # own work (loop injection and LoRA, hier pooling and routing, a Q-head)
+            # comes from its cost rule, on top of its regions'.
+            own = _node_cost(graph, node.id, seq_len)
+            flops, act, state = flops + own.flops, act + own.act_bytes, state + own.state_bytes
+            kv += own.kv_bytes
             steps = node.attrs.get("steps", node.attrs.get("max_steps", 1))
             copies = len(node.regions)
             for c, region in enumerate(node.regions):

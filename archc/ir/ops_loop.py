@@ -26,7 +26,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from archc.ir.opdef import INT, NUM, STR, AttrSpec, OpDef, ShapeError, same_type, tensor_of
+from archc.ir.opdef import (
+    INT,
+    NUM,
+    STR,
+    AttrSpec,
+    Cost,
+    OpDef,
+    ShapeError,
+    same_type,
+    tensor_of,
+)
 from archc.ir.types import Attrs, ParamSpec, TensorType, Type
 
 
@@ -77,6 +87,15 @@ def _loop_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
     return same_type(attrs, ins)
 
 
+def _loop_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], seq_len: int) -> Cost:
+    """Per token, on top of the body's: every step's injection (add: D; concat: the
+    (D, 2D) linear) and its LoRA adapters (B A x: 2 r (in + out) per adapted linear)."""
+    d = tensor_of(ins[0], "loop").feature
+    per_step = {"none": 0.0, "add": float(d), "concat": 2.0 * d * 2 * d}[attrs["inject"]]
+    per_step += sum(2.0 * attrs["lora"] * (i + o) for i, o, _ in attrs["lora_targets"])
+    return Cost(flops=attrs["steps"] * per_step)
+
+
 LOOP_OP = OpDef(
     "loop",
     (1, 1),
@@ -91,6 +110,7 @@ LOOP_OP = OpDef(
     },
     _loop_shape,
     params=_loop_params,
+    cost=_loop_cost,
     regions=True,
     doc="apply the body regions `steps` times; step s uses region s % copies",
 )
@@ -115,6 +135,14 @@ def _halt_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
     return (t,)
 
 
+def _halt_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], seq_len: int) -> Cost:
+    """Per token and step (at most max_steps): the Q-head's pooling and (2, D) map, or
+    the delta criterion's state difference; plus the masked state update."""
+    d = tensor_of(ins[0], "halt").feature
+    per_step = (d + 4.0 * d) if attrs["criterion"] == "q-head" else 3.0 * d
+    return Cost(flops=attrs["max_steps"] * (per_step + 3.0 * d))
+
+
 HALT_OP = OpDef(
     "halt",
     (1, 1),
@@ -128,6 +156,7 @@ HALT_OP = OpDef(
     },
     _halt_shape,
     params=_halt_params,
+    cost=_halt_cost,
     regions=True,
     doc="run the body region up to max_steps times with per-sample halting (ACT)",
 )
