@@ -203,9 +203,7 @@ def _cell_ctor(node: Node, d_in: int) -> str:
         )
     if cell in ("diag_rnn", "block_rnn"):
         newton = f"mode={mode!r}, iters={a['iters']!r}, tol={a['tol']!r}"
-        if cell == "diag_rnn":
-            return f"L.DiagRNN({d_in!r}, {h!r}, bias={a['bias']!r}, {newton})"
-        return f"L.BlockRNN({d_in!r}, {h!r}, {a['block']!r}, bias={a['bias']!r}, {newton})"
+        return f"L.StructuredRNN({d_in!r}, {h!r}, {a['block']!r}, bias={a['bias']!r}, {newton})"
     if cell.startswith("s4d_"):
         return f"L.S4D({h!r}, {a['state']!r}, disc={cell[4:]!r}, mode={mode!r})"
     if cell == "gla":
@@ -369,9 +367,7 @@ RULES: dict[str, Rule] = {
             L.MinGRU,
             L.MinLSTM,
             L.DiagGRU,
-            L._StructuredRNN,
-            L.DiagRNN,
-            L.BlockRNN,
+            L.StructuredRNN,
             L.S4D,
             L.LRU,
             L.SelectiveSSM,

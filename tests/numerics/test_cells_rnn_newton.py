@@ -14,7 +14,7 @@ import torch
 from oracle_helpers import run_in_chunks, spec_text
 
 import archc
-from archc.backends.torch.modules.cells_newton import BlockRNN, DiagRNN
+from archc.backends.torch.modules.cells_newton import StructuredRNN
 from archc.backends.torch.scans import newton as nw
 from archc.backends.triton.testing import rel_rms
 from archc.diagnostics import DiagnosticError
@@ -22,10 +22,10 @@ from archc.diagnostics import DiagnosticError
 D, H, K = 6, 12, 4
 
 
-def _cell(kind: str, mode: str, seed: int = 0) -> DiagRNN | BlockRNN:
+def _cell(kind: str, mode: str, seed: int = 0) -> StructuredRNN:
     torch.manual_seed(seed)
     common: dict[str, Any] = {"mode": mode, "iters": 64, "tol": 1e-12}
-    cell = DiagRNN(D, H, **common) if kind == "diag" else BlockRNN(D, H, K, **common)
+    cell = StructuredRNN(D, H, None if kind == "diag" else K, **common)
     cell = cell.double()
     with torch.no_grad():
         cell.weight_ih.normal_(0.0, 0.5)
@@ -37,7 +37,7 @@ def _cell(kind: str, mode: str, seed: int = 0) -> DiagRNN | BlockRNN:
     return cell
 
 
-def _oracle(cell: DiagRNN | BlockRNN) -> torch.nn.RNN:
+def _oracle(cell: StructuredRNN) -> torch.nn.RNN:
     """nn.RNN with W_hh = diag(u) or blockdiag(U): the same function, torch's kernel."""
     rnn = torch.nn.RNN(D, H, batch_first=True).double()
     u = cell.weight_hh.detach()

@@ -335,9 +335,7 @@ from archc.backends.torch.modules.cells import (  # noqa: E402, F401
 from archc.backends.torch.modules.cells_aaren import Aaren  # noqa: E402, F401
 from archc.backends.torch.modules.cells_custom import CustomCell  # noqa: E402, F401
 from archc.backends.torch.modules.cells_newton import (  # noqa: E402, F401
-    BlockRNN,
-    DiagRNN,
-    _StructuredRNN,
+    StructuredRNN,
 )
 from archc.backends.torch.modules.fused import (  # noqa: E402, F401  (archc's RNN kernels)
     FusedGRU,

@@ -50,6 +50,8 @@ v's dtype; the final state in the compute dtype (it is the carry: keep it precis
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -138,6 +140,41 @@ def _pad_time(x: Tensor, pad: int) -> Tensor:
     return F.pad(x, (0, 0, 0, pad))
 
 
+def _run(
+    kind: str,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    w: Tensor | None,
+    S0: Tensor | None,
+    mode: str,
+    chunk: int,
+    kernel: bool,
+) -> tuple[Tensor, Tensor]:
+    """The shared body of gla_scan / delta_scan (inputs already checked): the Triton
+    kernel on CUDA when it applies, else the torch sequential or chunked form in the
+    compute dtype. `w` is GLA's log decays (None: no decay) or the delta rule's beta."""
+    if kernel and mode != "sequential" and q.is_cuda and q.shape[2] > 0:
+        out = _try_triton(kind, q, k, v, w, S0)
+        if out is not None:
+            return out
+    mode = _resolve_mode(mode, q.shape[2])
+    work = _work_dtype(q, k, v, w, S0)
+    B, H, T, dk = q.shape
+    dv = v.shape[-1]
+    qf, kf, vf = q.to(work), k.to(work), v.to(work)
+    wf = torch.zeros_like(qf) if w is None else w.to(work)
+    S = qf.new_zeros(B, H, dk, dv) if S0 is None else S0.to(work)
+    if T == 0:
+        return v.new_empty(B, H, 0, dv), S
+    if kind == "gla":
+        run = _gla_sequential if mode == "sequential" else partial(_gla_chunked, chunk=chunk)
+    else:
+        run = _delta_sequential if mode == "sequential" else partial(_delta_chunked, chunk=chunk)
+    o, S = run(qf, kf, vf, wf, S)
+    return o.to(v.dtype), S
+
+
 # --------------------------------------------------------------------------- GLA
 
 
@@ -170,24 +207,7 @@ def gla_scan(
     _check("gla_scan", q, k, v, S0, mode, chunk)
     if log_g is not None and log_g.shape != q.shape:
         raise ValueError(f"gla_scan: log_g {tuple(log_g.shape)} is not q's {tuple(q.shape)}")
-    if kernel and mode != "sequential" and q.is_cuda and q.shape[2] > 0:
-        out = _try_triton("gla", q, k, v, log_g, S0)
-        if out is not None:
-            return out
-    mode = _resolve_mode(mode, q.shape[2])
-    work = _work_dtype(q, k, v, log_g, S0)
-    B, H, T, dk = q.shape
-    dv = v.shape[-1]
-    qf, kf, vf = q.to(work), k.to(work), v.to(work)
-    lg = torch.zeros_like(qf) if log_g is None else log_g.to(work)
-    S = qf.new_zeros(B, H, dk, dv) if S0 is None else S0.to(work)
-    if T == 0:
-        return v.new_empty(B, H, 0, dv), S
-    if mode == "sequential":
-        o, S = _gla_sequential(qf, kf, vf, lg, S)
-    else:
-        o, S = _gla_chunked(qf, kf, vf, lg, S, chunk)
-    return o.to(v.dtype), S
+    return _run("gla", q, k, v, log_g, S0, mode, chunk, kernel)
 
 
 def _gla_sequential(
@@ -300,23 +320,7 @@ def delta_scan(
     _check("delta_scan", q, k, v, S0, mode, chunk)
     if beta.shape != q.shape[:3]:
         raise ValueError(f"delta_scan: beta {tuple(beta.shape)} is not (B, H, T)")
-    if kernel and mode != "sequential" and q.is_cuda and q.shape[2] > 0:
-        out = _try_triton("delta", q, k, v, beta, S0)
-        if out is not None:
-            return out
-    mode = _resolve_mode(mode, q.shape[2])
-    work = _work_dtype(q, k, v, beta, S0)
-    B, H, T, dk = q.shape
-    dv = v.shape[-1]
-    qf, kf, vf, bf = q.to(work), k.to(work), v.to(work), beta.to(work)
-    S = qf.new_zeros(B, H, dk, dv) if S0 is None else S0.to(work)
-    if T == 0:
-        return v.new_empty(B, H, 0, dv), S
-    if mode == "sequential":
-        o, S = _delta_sequential(qf, kf, vf, bf, S)
-    else:
-        o, S = _delta_chunked(qf, kf, vf, bf, S, chunk)
-    return o.to(v.dtype), S
+    return _run("delta", q, k, v, beta, S0, mode, chunk, kernel)
 
 
 def _delta_sequential(
