@@ -127,6 +127,19 @@ class _Gen:
             f"{indent}    {plain}",
         ]
 
+    def region_function(
+        self, name: str, region: Graph, suffixes: tuple[str, ...], doc: str
+    ) -> None:
+        """Define `name(self, m, x, inc, pos, state, new_state, sfx, lengths)` computing
+        `region` from x; it runs under `suffixes` (`sfx` at run time names which)."""
+        inner, result = self.body(region, "x", "    ", suffixes)
+        self.functions.append(
+            f"def {name}(self, m, x, inc, pos, state, new_state, sfx, lengths):\n"
+            + f'    """{doc} sfx names the state entries of this run."""\n'
+            + "\n".join(inner)
+            + f"\n    return {result}\n"
+        )
+
     def region_op(
         self,
         graph: Graph,
@@ -153,13 +166,7 @@ class _Gen:
             # Application k > 0 of a region keeps its own state entries, suffix "/<c>+k".
             tags = [f"/{c}+{k}" if k else f"/{c}" for k in range(uses[c])]
             mine = tuple(s + t for s in suffixes for t in tags)
-            inner, result = self.body(region, "x", "    ", mine)
-            self.functions.append(
-                f"def {name}(self, m, x, inc, pos, state, new_state, sfx, lengths):\n"
-                + f'    """Region {c} of {node.op} {node.path}."""\n'
-                + "\n".join(inner)
-                + f"\n    return {result}\n"
-            )
+            self.region_function(name, region, mine, f"Region {c} of {node.op} {node.path}.")
             fns.append(name)
 
         def run(c: int, x: str, k: int = 0) -> str:
@@ -182,13 +189,7 @@ class _Gen:
         self.own(graph, node, get_rule(node.op))
         name = f"_{ident(node.path)}_0"
         mine = tuple(f"{s}#{i}" for s in suffixes for i in range(node.attrs["max_steps"]))
-        inner, result = self.body(node.regions[0], "x", "    ", mine)
-        self.functions.append(
-            f"def {name}(self, m, x, inc, pos, state, new_state, sfx, lengths):\n"
-            + f'    """Step of halt {node.path}; sfx names the step."""\n'
-            + "\n".join(inner)
-            + f"\n    return {result}\n"
-        )
+        self.region_function(name, node.regions[0], mine, f"Step of halt {node.path}.")
         self.out.state_keys += [node.path + s for s in suffixes]
         key = repr(node.path) if suffixes == ("",) else f"{node.path!r} + sfx"
         sfx = 'f"#{i_}"' if suffixes == ("",) else 'f"{sfx}#{i_}"'
@@ -225,13 +226,8 @@ class _Gen:
         for c, region in enumerate(node.regions):
             name = f"_{ident(node.path)}_{c}"
             mine = tuple(f"{s}#{i}" for s in suffixes for i in range(steps) if i % copies == c)
-            inner, result = self.body(region, "x", "    ", mine)
-            self.functions.append(
-                f"def {name}(self, m, x, inc, pos, state, new_state, sfx, lengths):\n"
-                + f'    """Step of loop {node.path} with weight copy {c}; sfx names the step."""\n'
-                + "\n".join(inner)
-                + f"\n    return {result}\n"
-            )
+            doc = f"Step of loop {node.path} with weight copy {c}."
+            self.region_function(name, region, mine, doc)
             fns.append(name)
         lines = []
         n = repr(steps)
