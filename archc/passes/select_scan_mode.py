@@ -24,10 +24,12 @@ which the modules then resolve at run time with the same thresholds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from archc.ir.graph import Graph, Node, with_attrs
 from archc.ir.ops_scan import scan_modes
 from archc.passes.base import PassResult, map_nodes
+from archc.passes.pipeline import register_pass
 
 # T at or below which the sequential loop is chosen (also linear_scan's run-time auto).
 SHORT_T = 16
@@ -60,13 +62,14 @@ def select_scan_mode(cell: str, seq_len: int | None, device: str) -> tuple[str, 
     return "sequential", f"on {device} the loop beats the {parallel[0]} scan"
 
 
+@register_pass
 @dataclass(frozen=True)
 class SelectScanMode:
     """Resolve mode "auto" on every scan node for sequences of `seq_len` on `device`."""
 
+    name: ClassVar[str] = "select-scan-mode"
     seq_len: int | None = None
     device: str = "cpu"
-    name: str = "select-scan-mode"
 
     def run(self, graph: Graph) -> PassResult:
         def rewrite(node: Node) -> Node | None:
