@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from archc.ir.verify import verify
 
 if TYPE_CHECKING:
     from archc.backends.torch.compiled import CompiledModel
+    from archc.passes.base import PassResult
+    from archc.passes.pipeline import Pass, PipelineResult
 
 
 def _looks_like_text(source: str) -> bool:
@@ -35,6 +38,28 @@ def to_graph(source: str | Path | Spec, overrides: list[str] | tuple[str, ...] =
     return graph
 
 
+def optimize(
+    graph: Graph,
+    passes: str | None = None,
+    opt_level: int = 2,
+    *,
+    device: str | None = None,
+    seq_len: int | None = None,
+    after_each: Callable[[Pass, PassResult], None] | None = None,
+) -> PipelineResult:
+    """Run the pass pipeline `passes` (a pipeline string), or -O`opt_level`'s, on `graph`.
+
+    Passes that take `device` / `seq_len` get them unless the string sets them;
+    `after_each(pass, result)` sees every step (--print-after-all). The input graph is
+    not changed; the result holds the final graph and which passes changed it.
+    """
+    from archc.passes.pipeline import parse_pipeline, pipeline_for_level, run_pipeline
+
+    text = pipeline_for_level(opt_level) if passes is None else passes
+    context = {"device": device or "cpu", "seq_len": seq_len}
+    return run_pipeline(graph, parse_pipeline(text, context), after_each=after_each)
+
+
 def compile(
     source: str | Path | Spec,
     overrides: list[str] | tuple[str, ...] = (),
@@ -42,15 +67,19 @@ def compile(
     *,
     device: str | None = None,
     seq_len: int | None = None,
+    passes: str | None = None,
+    opt_level: int = 2,
 ) -> CompiledModel:
     """Compile a spec (path, text or Spec) into a torch.nn.Module.
 
     Overrides use the CLI syntax: ``["d_model=256", "layers[2].attention.heads=8"]``.
     The module maps token ids (B, T) (or features (B, T, D) when the spec has no embed)
-    to (B, T, out). With `device` ("cpu", "cuda"), the select-scan-mode pass fixes every
-    scan left at mode "auto" for sequences of `seq_len` on that device; without it the
-    modules choose at run time. `model.spec_hash` names the spec's graph before any
-    such choice (checkpoints stay valid across devices).
+    to (B, T, out). The graph goes through the pass pipeline `passes` (a pipeline
+    string such as "cse,dce") or, when None, that of -O`opt_level` (0: none; 2, the
+    default: archc.passes.pipeline.O2), for sequences of `seq_len` on `device` ("cpu"
+    when None): select-scan-mode fixes scans left at mode "auto" once T is known, and
+    assign-kernels records each node's backend. `model.spec_hash` names the spec's
+    graph before any pass (checkpoints stay valid across devices and -O levels).
     """
     from archc.backends.torch.compiled import compile_graph
     from archc.ir.printer import structural_hash
@@ -58,10 +87,7 @@ def compile(
     spec = source if isinstance(source, Spec) else load(source, overrides)
     graph = to_graph(spec)
     spec_hash = structural_hash(graph)
-    if device is not None:
-        from archc.passes.select_scan_mode import SelectScanMode
-
-        graph = SelectScanMode(seq_len, device).run(graph).graph
+    graph = optimize(graph, passes, opt_level, device=device, seq_len=seq_len).graph
     model = compile_graph(graph, seed=seed)
     model.spec = spec
     model.spec_hash = spec_hash

@@ -94,12 +94,40 @@ def _has_refs(data: object) -> bool:
     return isinstance(data, str) and "${" in data
 
 
+def _optimize(args: argparse.Namespace, graph: object, print_after_all: bool = False) -> object:
+    """Run the pipeline the flags name (--passes STR, else -O LEVEL) on `graph`."""
+    from archc.api import optimize
+    from archc.ir.printer import print_graph
+
+    def show(p: object, step: object) -> None:
+        state = "changed" if step.changed else "unchanged"  # type: ignore[attr-defined]
+        print(f"// ----- IR after {p.name} ({state}) -----")  # type: ignore[attr-defined]
+        print(print_graph(step.graph), end="")  # type: ignore[attr-defined]
+
+    return optimize(
+        graph,  # type: ignore[arg-type]
+        args.passes,
+        2 if args.opt_level is None else args.opt_level,
+        device=args.device,
+        seq_len=args.seq_len,
+        after_each=show if print_after_all else None,
+    )
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from archc.api import load, to_graph
+    from archc.ir.printer import structural_hash
 
     path, overrides = _one_spec(args)
     spec = load(path, overrides)
     graph = to_graph(spec)
+    spec_hash = structural_hash(graph)  # the spec's graph, before any pass
+    result = _optimize(args, graph, args.print_after_all)
+    graph = result.graph  # type: ignore[attr-defined]
+    if args.explain:
+        from archc.passes.assign_kernels import explain, format_explain
+
+        _write(format_explain(explain(graph, args.device or "cpu"), args.device or "cpu"), None)
     if args.emit == "ir":
         from archc.ir.printer import print_graph
 
@@ -117,10 +145,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if args.output and args.output != "-":
             print(f"wrote {args.output}", file=sys.stderr)
         return EXIT_OK
-    return _summary(spec, graph)
+    if args.explain or args.print_after_all:
+        return EXIT_OK  # the report was the point; no module needed
+    return _summary(spec, graph, spec_hash, result.log)  # type: ignore[attr-defined]
 
 
-def _summary(spec: object, graph: object) -> int:
+def _summary(
+    spec: object, graph: object, spec_hash: str, log: list[tuple[str, bool]] | None = None
+) -> int:
     """Build the nn.Module, run one forward on a dummy batch, print what was made."""
     import time
 
@@ -128,7 +160,6 @@ def _summary(spec: object, graph: object) -> int:
 
     from archc.backends.torch.compiled import compile_graph
     from archc.ir.cost import model_cost
-    from archc.ir.printer import structural_hash
 
     t0 = time.perf_counter()
     model = compile_graph(graph)  # type: ignore[arg-type]
@@ -142,13 +173,19 @@ def _summary(spec: object, graph: object) -> int:
         y = model(x)
     ops = Counter(n.op for n in graph.walk())  # type: ignore[attr-defined]
     cost = model_cost(graph)  # type: ignore[arg-type]
-    print(f"model {graph.name}  (IR hash {structural_hash(graph)})")  # type: ignore[attr-defined,arg-type]
+    print(f"model {graph.name}  (IR hash {spec_hash})")  # type: ignore[attr-defined]
+    if log:
+        changed = [name for name, c in log if c]
+        print(
+            f"  passes      {len(log)} run, {len(changed)} changed the graph"
+            + (f": {', '.join(changed)}" if changed else "")
+        )
     print(
         f"  nodes       {sum(ops.values())}: "
         + ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
     )
     print(f"  parameters  {model.num_parameters():,}")
-    print(f"  fwd FLOPs   {cost.forward_flops_per_token:,.0f} per token at T={cost.seq_len}")
+    print(f"  fwd matmul FLOPs {cost.forward_flops_per_token:,.0f} per token at T={cost.seq_len}")
     print(
         f"  module      built in {built * 1e3:.0f} ms; forward {tuple(x.shape)} -> {tuple(y.shape)}"
     )
@@ -161,8 +198,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     path, overrides = _one_spec(args)
     graph = to_graph(path, overrides)
-    cost = model_cost(graph, args.seq_len)
     modes: list[tuple[str, str, str]] = []
+    log: list[tuple[str, bool]] | None = None
     if args.device:
         # What a run at this length on that device gets: scan modes first, then kernels.
         from archc.passes.select_scan_mode import SelectScanMode
@@ -170,27 +207,38 @@ def cmd_info(args: argparse.Namespace) -> int:
         chooser = SelectScanMode(args.seq_len, args.device)
         modes = chooser.report(graph)
         graph = chooser.run(graph).graph
+    if args.passes is not None or args.opt_level is not None:
+        # The cost of the optimized graph (default: the spec's graph as built, -O0).
+        result = _optimize(args, graph)
+        graph, log = result.graph, result.log  # type: ignore[attr-defined]
+    cost = model_cost(graph, args.seq_len)
     kernels = _kernel_lines(graph, args.device) if args.device else None
     if args.json:
-        extra = {}
+        extra: dict[str, object] = {}
         if args.device:
             extra = {
                 "scan_modes": {p: {"mode": m, "reason": why} for p, m, why in modes},
                 "kernels": _kernel_json(graph, args.device),
             }
+        if log is not None:
+            extra["passes"] = [{"pass": name, "changed": c} for name, c in log]
         print(json.dumps({"model": graph.name, **cost.as_dict(), **extra}, indent=2))
         return EXIT_OK
     rows = [
         ("model", graph.name),
         ("parameters", f"{cost.parameters:,}"),
-        ("forward FLOPs / token", f"{cost.forward_flops_per_token:,.0f} (T={cost.seq_len})"),
-        ("backward FLOPs / token", f"{cost.backward_flops_per_token:,.0f}"),
+        ("forward matmul FLOPs / token", f"{cost.forward_flops_per_token:,.0f} (T={cost.seq_len})"),
+        ("backward matmul FLOPs / token", f"{cost.backward_flops_per_token:,.0f}"),
+        ("elementwise FLOPs / token", f"{cost.elementwise_flops_per_token:,.0f}"),
         ("activation bytes / token", f"{cost.activation_bytes_per_token:,.0f}"),
         ("recurrent state bytes / sequence", f"{cost.state_bytes_per_sequence:,}"),
         ("KV-cache bytes / token", f"{cost.kv_cache_bytes_per_token:,}"),
         ("layers (mixers + MLPs)", str(cost.layers)),
         ("IR nodes", str(cost.nodes)),
     ]
+    if log is not None:
+        changed = [name for name, c in log if c]
+        rows.append(("passes run (changed)", f"{len(log)} ({', '.join(changed) or 'none'})"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -332,6 +380,7 @@ BENCH_SUITES = {
     "scan": "archc.bench.scan",  # scan modes and kernels vs sequential loops
     "memory": "archc.bench.memory",  # Titans memory: chunked vs per-token write + read
     "segment": "archc.bench.segment",  # bytes per token: segment recurrence vs full attention
+    "passes": "archc.bench.passes",  # -O0 vs -O2: node counts, fwd+bwd time, pipeline time
 }
 
 
@@ -344,6 +393,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------
+
+
+def _pass_flags(p: argparse.ArgumentParser, default_level: str) -> None:
+    """--passes STR | -O LEVEL: the optimization pipeline (archc.passes.pipeline)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--passes",
+        metavar="PIPELINE",
+        help="passes to run, e.g. 'canonicalize,cse,fuse-pointwise{max_ops=16},dce'",
+    )
+    g.add_argument(
+        "-O",
+        dest="opt_level",
+        type=int,
+        choices=[0, 1, 2],
+        metavar="LEVEL",
+        help=f"-O0: no optimization, -O2: the full pipeline (default: {default_level})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,6 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("args", nargs="+", metavar="SPEC|OVERRIDE", help="a spec file, then " + over)
     k.add_argument("--emit", choices=["ir", "torch", "dot"], help="what to write")
     k.add_argument("-o", "--output", help="output path (default stdout)")
+    _pass_flags(k, default_level="-O2")
+    k.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+    k.add_argument(
+        "--explain",
+        action="store_true",
+        help="per node: the backend chosen (Triton kernel or torch) and why any fallback",
+    )
+    k.add_argument("--device", choices=["cpu", "cuda"], help="target device (default cpu)")
+    k.add_argument("--seq-len", type=int, help="sequence length the passes optimize for")
     k.set_defaults(func=cmd_compile)
 
     i = sub.add_parser(
@@ -398,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         help="also list which Triton kernel each scan gets on this device (e.g. cuda) and why not",
     )
+    _pass_flags(i, default_level="the spec's graph as built (-O0)")
     i.set_defaults(func=cmd_info)
 
     g = sub.add_parser(

@@ -18,7 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _median_time(fn: Callable[[], object], reps: int) -> float:
+def median_time(fn: Callable[[], object], reps: int) -> float:
+    """The median wall time of `reps` calls of `fn`, in seconds."""
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -30,7 +31,7 @@ def _median_time(fn: Callable[[], object], reps: int) -> float:
 def check_cold_start(spec: Path, reps: int) -> float:
     """Seconds for a fresh `python -m archc check SPEC` process (median)."""
     cmd = [sys.executable, "-m", "archc", "check", "-q", str(spec)]
-    return _median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), reps)
+    return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), reps)
 
 
 def spec_to_module(layers: int, reps: int) -> tuple[float, int]:
@@ -40,7 +41,7 @@ def spec_to_module(layers: int, reps: int) -> tuple[float, int]:
 
     text = GPT_SPEC.format(d=128, heads=4, n=layers)
     archc.compile(text)  # warm imports
-    secs = _median_time(lambda: archc.compile(text), reps)
+    secs = median_time(lambda: archc.compile(text), reps)
     return secs, len(archc.to_graph(text))
 
 

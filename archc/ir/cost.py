@@ -2,6 +2,16 @@
 
 Every figure comes from the op table's param and cost rules; loops count each step's
 region once per step, and parameters once per distinct copy.
+
+What "FLOPs" means here: `forward_flops_per_token` and `backward_flops_per_token` count
+matmul-class work only (every product and convolution as 2 m n k), the class that
+torch.utils.flop_counter.FlopCounterMode counts, as the torch lowering executes it:
+attention is dense (SDPA's score and value products over all T keys; a causal or
+windowed mask hides entries but the math path and the counter still do and count them),
+control ops are costed at their worst case (a halt runs max_steps, a sampled loop its
+largest step count) and a loop's steps run without gradient (`grad: last(k)`) add no
+backward work. Elementwise work (norms, activations, residual adds, softmax, gates of a
+recurrence) is the separate figure `elementwise_flops_per_token`, forward only.
 """
 
 from __future__ import annotations
@@ -21,16 +31,56 @@ class ModelCost:
 
     seq_len: int
     parameters: int
-    forward_flops_per_token: float
-    backward_flops_per_token: float
+    forward_flops_per_token: float  # matmul-class
+    backward_flops_per_token: float  # matmul-class
     activation_bytes_per_token: float
     state_bytes_per_sequence: int
     kv_cache_bytes_per_token: int
     layers: int
     nodes: int
+    elementwise_flops_per_token: float = 0.0  # forward, not matmul-class
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class _Sum:
+    """A running total of node costs (per token) and structure counts."""
+
+    fwd: float = 0.0
+    bwd: float = 0.0
+    ew: float = 0.0
+    act: float = 0.0
+    state: int = 0
+    kv: int = 0
+    params: int = 0
+    layers: int = 0
+    nodes: int = 0
+
+    def add_cost(self, c: Cost, runs: float = 1.0, grad_runs: float | None = None) -> None:
+        """Add `runs` executions of a node, `grad_runs` of them recorded for backward."""
+        bwd = 2.0 * c.flops if c.bwd_flops is None else c.bwd_flops
+        self.fwd += runs * c.flops
+        self.bwd += (runs if grad_runs is None else grad_runs) * bwd
+        self.ew += runs * c.ew_flops
+        self.act += runs * c.act_bytes
+        self.state += c.state_bytes
+        self.kv += round(runs * c.kv_bytes)
+
+    def add_region(self, r: _Sum, runs: float, grad_runs: float) -> None:
+        """Add a region run `runs` times (per token), `grad_runs` of them with gradient."""
+        self.fwd += runs * r.fwd
+        self.bwd += grad_runs * r.bwd
+        self.ew += runs * r.ew
+        self.act += runs * r.act
+        self.state += r.state
+        self.kv += round(runs * r.kv)
+        self.params += r.params
+        self.nodes += r.nodes
+
+    def as_cost(self) -> Cost:
+        return Cost(self.fwd, self.act, self.state, self.kv, self.ew, self.bwd)
 
 
 def _node_cost(graph: Graph, node_id: int, seq_len: int) -> Cost:
@@ -39,67 +89,72 @@ def _node_cost(graph: Graph, node_id: int, seq_len: int) -> Cost:
     return get_op(node.op).cost(node.attrs, ins, node.outputs, seq_len)
 
 
-def _accumulate(graph: Graph, seq_len: int) -> tuple[Cost, int, int, int]:
-    """(summed cost, parameters, mixer layers, nodes) of a graph, loops expanded."""
-    flops = act = 0.0
-    state = kv = params = layers = nodes = 0
+def _grad_runs(attrs: dict, c: int, steps: int, copies: int) -> int:
+    """How many of the runs of region copy `c` keep gradient: a loop with `grad: k`
+    runs its first steps - k iterations without gradient."""
+    k = attrs.get("grad", 0)
+    first = steps - k if k else 0
+    return len(range(c, steps, copies)) - len(range(c, min(first, steps), copies))
+
+
+def _accumulate(graph: Graph, seq_len: int) -> _Sum:
+    """The summed cost of a graph, loops expanded."""
+    s = _Sum()
     for node in graph.nodes():
-        nodes += 1
-        params += sum(p.numel for p in node.params)
+        s.nodes += 1
+        s.params += sum(p.numel for p in node.params)
         if node.op == "segment":  # the body sees one segment at a time: ops_segment.py
-            rc, rp, rl, rn = _accumulate(node.regions[0], segment_body_len(node.attrs, seq_len))
-            sc = segment_cost(node.attrs, _node_cost(graph, node.id, seq_len), rc, seq_len)
-            flops, act, state = flops + sc.flops, act + sc.act_bytes, state + sc.state_bytes
-            params, layers, nodes = params + rp, layers + rl, nodes + rn
+            body = _accumulate(node.regions[0], segment_body_len(node.attrs, seq_len))
+            own = _node_cost(graph, node.id, seq_len)
+            s.add_cost(segment_cost(node.attrs, own, body.as_cost(), seq_len))
+            s.params += body.params
+            s.layers += body.layers
+            s.nodes += body.nodes
             continue
         if node.regions:
-            # Control ops other than loops (hier, segment) run their region once.
-            # A halt is costed at its worst case, max_steps runs of its body. The op's
-            # own work (loop injection and LoRA, hier pooling and routing, a Q-head)
-            # comes from its cost rule, on top of its regions'.
-            own = _node_cost(graph, node.id, seq_len)
-            flops, act, state = flops + own.flops, act + own.act_bytes, state + own.state_bytes
-            kv += own.kv_bytes
+            # A control op's own work (loop injection and LoRA, hier pooling and routing,
+            # a Q-head) comes from its cost rule, on top of its regions'. A halt is costed
+            # at its worst case, max_steps runs of its body.
             steps = node.attrs.get("steps", node.attrs.get("max_steps", 1))
             copies = len(node.regions)
+            # A loop's own per-step work (injection, LoRA) has gradient on its grad steps.
+            k = node.attrs.get("grad", 0) if node.op == "loop" else 0
+            grad_share = min(k, steps) / steps if k else 1.0
+            s.add_cost(_node_cost(graph, node.id, seq_len), 1.0, grad_share)
+            # A region on a coarser sequence (hier: T/k) runs for a fraction of tokens.
+            rate = get_op(node.op).extra.get("region_rate", lambda a: 1.0)(node.attrs)
             for c, region in enumerate(node.regions):
                 uses = len(range(c, steps, copies))  # steps that run copy c
+                grads = _grad_runs(node.attrs, c, steps, copies) if node.op == "loop" else uses
                 if node.op == "select":  # a path program runs pool layer c this often
-                    uses = node.attrs["program"].count(c)
-                rc, rp, rl, rn = _accumulate(region, seq_len)
-                # A region on a coarser sequence (hier: T/k) runs for a fraction of tokens.
-                rate = get_op(node.op).extra.get("region_rate", lambda a: 1.0)(node.attrs)
-                flops += uses * rate * rc.flops
-                act += uses * rate * rc.act_bytes
-                state += rc.state_bytes
-                kv += round(uses * rate * rc.kv_bytes)
-                params += rp
-                layers += uses * rl
-                nodes += rn
+                    # Each sample runs one program: the mean over them (a uniform draw).
+                    programs = node.attrs["programs"]
+                    uses = grads = sum(p.count(c) for p in programs) / len(programs)
+                # ... and sees that shorter sequence (its attention spans T * rate steps).
+                r = _accumulate(region, max(1, round(seq_len * rate)))
+                s.add_region(r, uses * rate, grads * rate)
+                s.layers += round(uses * r.layers)
             continue
-        c = _node_cost(graph, node.id, seq_len)
-        flops += c.flops
-        act += c.act_bytes
-        state += c.state_bytes
-        kv += c.kv_bytes
+        s.add_cost(_node_cost(graph, node.id, seq_len))
         if node.op in MIXERS or (node.op == "linear" and node.path.endswith(".down")):
-            layers += 1  # one sequence mixer or one MLP
+            s.layers += 1  # one sequence mixer or one MLP
         elif node.op == "nested":  # a SortedNet stack: its MLPs at full depth
-            layers += node.attrs["layers"]
-    return Cost(flops, act, state, kv), params, layers, nodes
+            s.layers += node.attrs["layers"]
+    return s
 
 
 def model_cost(graph: Graph, seq_len: int = 1024) -> ModelCost:
     """Cost figures for the whole graph at sequence length `seq_len`."""
-    c, params, layers, nodes = _accumulate(graph, seq_len)
+    s = _accumulate(graph, seq_len)
     return ModelCost(
         seq_len=seq_len,
-        parameters=params,
-        forward_flops_per_token=c.flops,
-        backward_flops_per_token=2.0 * c.flops,  # grads w.r.t. inputs and weights
-        activation_bytes_per_token=c.act_bytes,
-        state_bytes_per_sequence=c.state_bytes,
-        kv_cache_bytes_per_token=c.kv_bytes,
-        layers=layers,
-        nodes=nodes,
+        parameters=s.params,
+        forward_flops_per_token=s.fwd,
+        backward_flops_per_token=s.bwd,
+        activation_bytes_per_token=s.act,
+        state_bytes_per_sequence=s.state,
+        kv_cache_bytes_per_token=s.kv,
+        layers=s.layers,
+        nodes=s.nodes,
+        elementwise_flops_per_token=s.ew,
     )

@@ -28,12 +28,19 @@ class AttrSpec:
 
 @dataclass(frozen=True)
 class Cost:
-    """Per-token forward FLOPs and memory figures of one node at sequence length T."""
+    """Per-token FLOPs and memory figures of one node at sequence length T.
 
-    flops: float = 0.0  # forward FLOPs per token
+    `flops` counts matmul-class work only (products and convolutions, 2 m n k), the
+    class torch.utils.flop_counter counts; `ew_flops` the elementwise rest. Backward
+    defaults to twice the forward products (gradients w.r.t. inputs and weights).
+    """
+
+    flops: float = 0.0  # forward matmul-class FLOPs per token (2 m n k per product)
     act_bytes: float = 0.0  # activation bytes per token kept for backward
     state_bytes: int = 0  # recurrent state per sequence
     kv_bytes: int = 0  # KV-cache growth per token (0 if constant-size)
+    ew_flops: float = 0.0  # forward elementwise FLOPs per token (norms, activations, ...)
+    bwd_flops: float | None = None  # backward matmul-class FLOPs; None: 2 * flops
 
 
 ShapeRule = Callable[[Attrs, Sequence[Type]], tuple[Type, ...]]

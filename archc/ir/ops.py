@@ -155,7 +155,7 @@ register_op(
         },
         lambda a, i: (float_seq(i[0], "norm"),),
         _norm_params,
-        cost=lambda a, i, o, T: Cost(flops=5.0 * elems(i[0]), act_bytes=elems(i[0]) * F32),
+        cost=lambda a, i, o, T: Cost(ew_flops=5.0 * elems(i[0]), act_bytes=elems(i[0]) * F32),
         doc="RMS or layer normalisation over the feature dim",
     )
 )
@@ -167,7 +167,7 @@ register_op(
         (1, 1),
         {"fn": AttrSpec(STR, choices=POINTWISE_FNS)},
         same_type,
-        cost=lambda a, i, o, T: Cost(flops=8.0 * elems(i[0]), act_bytes=elems(i[0]) * F32),
+        cost=lambda a, i, o, T: Cost(ew_flops=8.0 * elems(i[0]), act_bytes=elems(i[0]) * F32),
         elementwise=True,
         doc="elementwise activation",
     )
@@ -188,7 +188,8 @@ register_op(
         {"fn": AttrSpec(STR, choices=("add", "mul", "sub"))},
         _binary_shape,
         cost=lambda a, i, o, T: Cost(
-            flops=float(elems(i[0])), act_bytes=(elems(i[0]) * F32 if a["fn"] == "mul" else 0)
+            ew_flops=float(elems(i[0])),
+            act_bytes=(elems(i[0]) * F32 if a["fn"] == "mul" else 0),
         ),
         elementwise=True,
         doc="elementwise add / mul / sub of equal shapes",
@@ -303,7 +304,9 @@ register_op(
             if a["kind"] == "learned"
             else ()
         ),
-        cost=lambda a, i, o, T: Cost(flops=float(elems(i[0])) * (3 if a["kind"] == "rope" else 1)),
+        cost=lambda a, i, o, T: Cost(
+            ew_flops=float(elems(i[0])) * (3 if a["kind"] == "rope" else 1)
+        ),
         doc="add learned/sinusoidal positions, or rotate heads (rope)",
     )
 )
@@ -316,13 +319,14 @@ def _attention_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
 
 
 def _attention_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
+    """SDPA as the lowering runs it: dense scores q k^T and values p v over all T keys
+    (2 T d each per token; a causal or window mask hides entries, it skips no work),
+    grouped kv heads repeated up to the query heads; softmax and scaling elementwise."""
     d = elems(ins[0])
-    ctx = T if attrs["mask"] == "none" else (T + 1) / 2
-    if attrs["window"] is not None:
-        ctx = min(ctx, attrs["window"])
     kv = 0 if attrs["window"] is not None else 2 * elems(ins[1]) * F32
     return Cost(
-        flops=4.0 * d * ctx,
+        flops=4.0 * d * T,
+        ew_flops=6.0 * attrs["heads"] * T,  # scale, mask, max, exp, sum, divide per score
         act_bytes=3 * d * F32,
         kv_bytes=kv,
         state_bytes=(
@@ -365,3 +369,13 @@ register_op(LOOP_OP)
 register_op(HALT_OP)
 register_op(SEGMENT_OP)  # segment recurrence: archc/ir/ops_segment.py
 register_op(HIER_OP)  # multi-timescale hierarchy: archc/ir/ops_hier.py
+# const / scale / reshape / rearrange (what the rewrite passes fold): ops_const.py
+from archc.ir.ops_const import CONST_OPS  # noqa: E402
+
+for _op in CONST_OPS:
+    register_op(_op)
+
+# fused elementwise chains (built by fuse-pointwise): ops_fused.py
+from archc.ir.ops_fused import FUSED_POINTWISE_OP  # noqa: E402
+
+register_op(FUSED_POINTWISE_OP)

@@ -115,17 +115,31 @@ def _params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
 
 
 def _cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], seq_len: int) -> Cost:
+    """Per fine token, on top of the inner network's: with r = region_rate, the
+    router's q/k maps (2 D^2 each); the inner width's maps in and out (2 D dim each per
+    coarse step); up-sampling: linear (a D -> kD map per coarse step, 2 D^2 per fine
+    token), cross-attn (q and o per fine token, k and v per coarse step, dense scores
+    and values over the r T coarse steps), ema (the (L, L) smoothing matrix times the
+    (L, D) chunks, L = r T). Pooling, the cosine, gathers and the residual add are
+    elementwise."""
     d = tensor_of(ins[0], "hier").feature
-    flops = 4.0 * d  # pooling, up-sampling and the residual add
+    r = region_rate(attrs)
+    n = r * seq_len  # coarse steps
+    flops, ew = 0.0, 4.0 * d  # pooling, up-sampling and the residual add
     if attrs["down"] == "router":
-        flops += 4.0 * d * d + 6.0 * d
+        flops += 4.0 * d * d
+        ew += 6.0 * d
     if attrs["dim"] is not None:
-        flops += 4.0 * d * attrs["dim"]  # projections in and out (an upper bound)
+        flops += r * 4.0 * d * attrs["dim"]
     if attrs["up"] == "cross-attn":
-        flops += 8.0 * d * d  # q and o per fine token, k and v per coarse step (bound)
+        flops += 4.0 * d * d + r * 4.0 * d * d + 4.0 * d * n
+        ew += 6.0 * attrs["heads"] * n
     if attrs["up"] == "linear":
-        flops += 2.0 * d * d  # per fine token: one row block of the D -> kD map
-    return Cost(flops=flops, act_bytes=3.0 * d * F32)
+        flops += 2.0 * d * d
+    if attrs["up"] == "ema":
+        flops += r * 2.0 * n * d
+        ew += 4.0 * r * n
+    return Cost(flops=flops, ew_flops=ew, act_bytes=3.0 * d * F32)
 
 
 HIER_OP = OpDef(

@@ -17,8 +17,14 @@ loop attributes:
 halt attributes: max_steps, criterion (q-head | delta), explore (the probability of a
 random minimum depth in training, q-head only), threshold (the relative state change
 below which delta halts, and q-head's halt target is 1), min_steps, per (token: each
-position halts on its causal prefix; sample: the whole sequence). One region, the body;
-the semantics and the Q-learning targets are in backends/torch/modules/loops.py `Halt`.
+position halts on its causal prefix; sample: the whole sequence), target (q-head's halt
+target: answer -- HRM's "the prediction after this step is correct", which needs the
+training targets and the readout; converged -- the label-free "the step changed the
+state by less than threshold"), supervise (last: the loss scores the final state;
+deep: HRM's deep supervision -- every step's prediction is scored and each step
+starts from the previous state detached). One region, the body; the semantics and the
+Q-learning targets are in backends/torch/modules/loops.py `Halt`, the readout in
+archc/ir/readout.py.
 """
 
 from __future__ import annotations
@@ -91,9 +97,10 @@ def _loop_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], seq_le
     """Per token, on top of the body's: every step's injection (add: D; concat: the
     (D, 2D) linear) and its LoRA adapters (B A x: 2 r (in + out) per adapted linear)."""
     d = tensor_of(ins[0], "loop").feature
-    per_step = {"none": 0.0, "add": float(d), "concat": 2.0 * d * 2 * d}[attrs["inject"]]
-    per_step += sum(2.0 * attrs["lora"] * (i + o) for i, o, _ in attrs["lora_targets"])
-    return Cost(flops=attrs["steps"] * per_step)
+    matmul = 2.0 * d * 2 * d if attrs["inject"] == "concat" else 0.0
+    matmul += sum(2.0 * attrs["lora"] * (i + o) for i, o, _ in attrs["lora_targets"])
+    add = float(d) if attrs["inject"] == "add" else 0.0  # elementwise
+    return Cost(flops=attrs["steps"] * matmul, ew_flops=attrs["steps"] * add)
 
 
 LOOP_OP = OpDef(
@@ -139,8 +146,9 @@ def _halt_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], seq_le
     """Per token and step (at most max_steps): the Q-head's pooling and (2, D) map, or
     the delta criterion's state difference; plus the masked state update."""
     d = tensor_of(ins[0], "halt").feature
-    per_step = (d + 4.0 * d) if attrs["criterion"] == "q-head" else 3.0 * d
-    return Cost(flops=attrs["max_steps"] * (per_step + 3.0 * d))
+    q_head = 4.0 * d if attrs["criterion"] == "q-head" else 0.0  # the (2, D) map
+    ew = d if attrs["criterion"] == "q-head" else 3.0 * d  # pooling, or the difference
+    return Cost(flops=attrs["max_steps"] * q_head, ew_flops=attrs["max_steps"] * (ew + 3.0 * d))
 
 
 HALT_OP = OpDef(
@@ -153,6 +161,9 @@ HALT_OP = OpDef(
         "threshold": AttrSpec(NUM, 0.01),
         "min_steps": AttrSpec(INT, 1),
         "per": AttrSpec(STR, "token", ("token", "sample")),
+        "target": AttrSpec(STR, "converged", ("answer", "converged")),
+        "supervise": AttrSpec(STR, "last", ("last", "deep")),
+        "inject": AttrSpec(STR, "none", ("none", "add")),
     },
     _halt_shape,
     params=_halt_params,
@@ -160,3 +171,12 @@ HALT_OP = OpDef(
     regions=True,
     doc="run the body region up to max_steps times with per-sample halting (ACT)",
 )
+
+
+def needs_readout(node: object) -> bool:
+    """True if a halt node's training scores the model's prediction after every step
+    (deep supervision, or the q-head's answer-correctness target)."""
+    a = getattr(node, "attrs", {})
+    return getattr(node, "op", "") == "halt" and (
+        a["supervise"] == "deep" or (a["criterion"] == "q-head" and a["target"] == "answer")
+    )

@@ -55,15 +55,48 @@ def _memory_param_list(attrs: Attrs, d: int, prefix: str = "") -> list[ParamSpec
     return ps
 
 
-def _memory_flops(attrs: Attrs, d: int, n_ctx: int) -> float:
-    """Per token: projections (q, k, v, gates, o) plus, per head, the memory's forward and
-    backward at the chunk start (3 matmuls per weight entry) and the read over a chunk
-    of n_ctx tokens (the weight entries once more, plus C-wide attention-like terms)."""
-    heads, dk, dh = memory_dims(attrs, d)
-    entries = dk * dk if attrs["depth"] == 1 else 2 * dk * dh
-    width = dk if attrs["depth"] == 1 else dk + dh
+def _chunk_flops(attrs: Attrs, d: int, c: int, n: int, seq_len: int) -> tuple[float, float]:
+    """Matmul-class (forward, backward) FLOPs per token and head of memory_chunk
+    (modules/memory.py) on chunks of c queries whose windows cover n = c + window - 1
+    keys, over a sequence of seq_len tokens.
+
+    Forward: the memory's forward (2 n per weight entry) and backward (2 n per entry of
+    the layers after the first) at the chunk start; the decay products A e0, A E,
+    (A E theta) band and the momentum row (2 c^2, 2 c^3, 2 c^2 n, 2 c n); the read per
+    layer (a, b): h W, h S (2 c a b each), h x^T and its product with the errors
+    (2 c n (a + b)); the state updates x^T (coef d) of weights and momenta (2 n a b each).
+    Backward: twice that, less one side of the products with the constant band, of
+    h S while S is still the zero initial momentum (the first chunk), and all of the
+    last chunk's state updates (nothing reads them).
+    """
+    _, dk, dh = memory_dims(attrs, d)
+    shapes = [(dk, dk)] if attrs["depth"] == 1 else [(dk, dh), (dh, dk)]
+    entries = sum(a * b for a, b in shapes)
+    later = sum(a * b for a, b in shapes[1:])
+    width = sum(a + b for a, b in shapes)
+    band = 2.0 * c * c * n + 2.0 * c * n
+    read_s = 2.0 * c * entries
+    updates = 4.0 * n * entries
+    per_chunk = (
+        2.0 * n * (entries + later)
+        + 2.0 * c * c * (1 + c)
+        + band
+        + 2.0 * read_s
+        + 2.0 * c * n * width
+        + updates
+    )
+    chunks = max(1, -(-seq_len // c))
+    bwd = 2.0 * per_chunk - band - (read_s + 2.0 * updates) / chunks
+    return per_chunk / c, bwd / c
+
+
+def _memory_flops(attrs: Attrs, d: int, c: int, n: int, seq_len: int) -> tuple[float, float]:
+    """Matmul-class (forward, backward) FLOPs per token: the projections q, k, v, o
+    (D x D) and the gates (3 heads x D), plus every head's chunk work (_chunk_flops)."""
+    heads = attrs["heads"]
     proj = 2.0 * d * (4 * d + 3 * heads)
-    return proj + heads * (2.0 * 4 * entries + 4.0 * n_ctx * width)
+    fwd, bwd = _chunk_flops(attrs, d, c, n, seq_len)
+    return proj + heads * fwd, 2.0 * proj + heads * bwd
 
 
 def _memory_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
@@ -71,8 +104,13 @@ def _memory_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: i
     heads, dk, dh = memory_dims(attrs, d)
     entries = dk * dk if attrs["depth"] == 1 else 2 * dk * dh
     c = 1 if attrs["mode"] == "sequential" else attrs["chunk"]
+    c = min(c, T)  # one chunk covers a shorter sequence
+    fwd, bwd = _memory_flops(attrs, d, c, c + attrs["window"] - 1, T)
     return Cost(
-        flops=_memory_flops(attrs, d, c + attrs["window"] - 1),
+        flops=fwd,
+        bwd_flops=bwd,
+        # normalise q, k, v (~3 each), gates (~4), decay cumsums and exps (~2 c per head)
+        ew_flops=9.0 * d + 12.0 * heads + 4.0 * heads * c,
         act_bytes=(5 * d + 3 * heads) * F32,
         # Weights and momenta of every head's memory.
         state_bytes=2 * heads * entries * F32,
@@ -119,11 +157,19 @@ def _mac_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int)
     d = float_seq(ins[0], "titans_mac").feature
     heads, dk, dh = memory_dims(attrs, d)
     entries = dk * dk if attrs["depth"] == 1 else 2 * dk * dh
-    c = attrs["chunk"]
-    ctx = attrs["persist"] + c + 1  # persistent tokens, retrieved h_<=t and x_<=t (mean)
-    flops = _memory_flops(attrs, d, c) + 2.0 * d * 6 * d + 4.0 * d * ctx
+    c = min(attrs["chunk"], T)
+    ctx = attrs["persist"] + 2 * c  # keys: persistent tokens, retrieved h and the segment
+    # Per token: the retrieval M(W_rq x) (its D x D map, 2 per memory entry per head) and
+    # W_r; q and the output map W_a (D x D each); k and v of the ctx keys per segment;
+    # dense masked attention over them; then the memory's own work on the output.
+    mem_fwd, mem_bwd = _memory_flops(attrs, d, c, c, T)
+    own = 2.0 * d * d * 4 + 2.0 * heads * entries + 2.0 * d * 2 * d * ctx / c + 4.0 * d * ctx
     return Cost(
-        flops=flops, act_bytes=(10 * d + 3 * heads) * F32, state_bytes=2 * heads * entries * F32
+        flops=own + mem_fwd,
+        bwd_flops=2.0 * own + mem_bwd,
+        ew_flops=9.0 * d + 12.0 * heads + 4.0 * heads * c + 6.0 * heads * ctx + 3.0 * d,
+        act_bytes=(10 * d + 3 * heads) * F32,
+        state_bytes=2 * heads * entries * F32,
     )
 
 

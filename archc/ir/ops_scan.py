@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from archc.frontend.cell_expr import cell_from_body
+from archc.frontend.cell_expr import Call, Cell, cell_from_body, walk
 from archc.ir.opdef import (
     BOOL,
     F32,
@@ -301,7 +301,11 @@ def _scan_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int
             return c
         # Two cells, each over every token, each with its own carry.
         return replace(
-            c, flops=2 * c.flops, act_bytes=2 * c.act_bytes, state_bytes=2 * c.state_bytes
+            c,
+            flops=2 * c.flops,
+            ew_flops=2 * c.ew_flops,
+            act_bytes=2 * c.act_bytes,
+            state_bytes=2 * c.state_bytes,
         )
     g = CELL_GATES[cell]
     dirs = 2 if attrs["bidirectional"] else 1
@@ -310,29 +314,52 @@ def _scan_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int
         d_in = elems(ins[0]) if layer == 0 else h * dirs
         flops += dirs * 2.0 * g * h * (d_in + h)
     n_state = len(outs[1].parts)  # type: ignore[union-attr]
+    # Gate nonlinearities (~4 each) and the state update (lstm c and h: 5; gru: 5).
+    ew = attrs["layers"] * dirs * (4.0 * g + 5.0) * h
     return Cost(
         flops=flops,
+        ew_flops=ew,
         act_bytes=attrs["layers"] * dirs * g * h * F32,
         state_bytes=n_state * attrs["layers"] * dirs * h * F32,
     )
 
 
+def _custom_matmul_flops(cell: Cell) -> float:
+    """The matmul-class part of a custom cell's FLOPs: 2 d_in d_out per linear() call."""
+    total = 0.0
+    for e in (*(e for _, e in cell.lets), *(e for _, e in cell.updates), cell.output):
+        for sub in walk(e):
+            if isinstance(sub, Call) and sub.fn == "linear":
+                site = next(s for s in cell.sites if s.name == sub.site)
+                total += 2.0 * site.d_in * site.d_out
+    return total
+
+
 def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
-    """Per-token FLOPs (matmuls 2 per multiply-add, plus the elementwise recurrence) and
-    the carried state of the cells.py cells."""
+    """Per-token FLOPs (matmul-class: 2 per multiply-add of the projections and dense
+    recurrent maps; elementwise: the rest of the recurrence) and the carried state of
+    the cells.py cells."""
     cell, h, n = attrs["cell"], attrs["hidden"], attrs["state"] or 0
     if cell in CUSTOM_CELLS:
         c = cell_from_body(attrs["body"], d)
         width = sum(w for _, w in c.state)
-        return Cost(flops=c.flops(), act_bytes=(width + h) * F32, state_bytes=width * F32)
+        return Cost(
+            flops=_custom_matmul_flops(c),
+            ew_flops=c.flops() - _custom_matmul_flops(c),
+            act_bytes=(width + h) * F32,
+            state_bytes=width * F32,
+        )
     if cell.startswith("leaky_"):
         # W_ih x + W_hh h, nonlinearity (~4), leaky mix (3).
-        return Cost(flops=2.0 * h * (d + h) + 7.0 * h, act_bytes=2 * h * F32, state_bytes=h * F32)
+        return Cost(
+            flops=2.0 * h * (d + h), ew_flops=7.0 * h, act_bytes=2 * h * F32, state_bytes=h * F32
+        )
     if cell in ("mingru", "minlstm"):
         g = 2 if cell == "mingru" else 3
         # sigmoids (~4 each), minLSTM's normalisation (3), the scan step a*h + b (3).
         return Cost(
-            flops=2.0 * g * h * d + 4.0 * (g - 1) * h + (3.0 if g == 3 else 0.0) * h + 3.0 * h,
+            flops=2.0 * g * h * d,
+            ew_flops=4.0 * (g - 1) * h + (3.0 if g == 3 else 0.0) * h + 3.0 * h,
             act_bytes=(g + 1) * h * F32,
             state_bytes=h * F32,
         )
@@ -340,50 +367,61 @@ def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
         # W x (H x D); U h: H (diag) or k H (block) multiply-adds; tanh (~4); masked mix (3).
         rec = h if cell == "diag_rnn" else (attrs["block"] or 1) * h
         return Cost(
-            flops=2.0 * h * d + 2.0 * rec + 7.0 * h, act_bytes=2 * h * F32, state_bytes=h * F32
+            flops=2.0 * h * d + (2.0 * rec if cell == "block_rnn" else 0.0),
+            ew_flops=(2.0 * rec if cell == "diag_rnn" else 0.0) + 7.0 * h,
+            act_bytes=2 * h * F32,
+            state_bytes=h * F32,
         )
     if cell == "diag_gru":
         # W x (3H x D), two sigmoids (~4 each) and a tanh (~4), u*h (3), r*h (1), the
         # mix h + z (c - h) (3). Newton iterations re-evaluate the step; the per-token
         # work of the exact recurrence is counted here.
-        return Cost(flops=2.0 * 3 * h * d + 19.0 * h, act_bytes=4 * h * F32, state_bytes=h * F32)
+        return Cost(
+            flops=2.0 * 3 * h * d, ew_flops=19.0 * h, act_bytes=4 * h * F32, state_bytes=h * F32
+        )
     if cell in MATRIX_CELLS:
         nh, dk, dv = matrix_dims(attrs)
         hk, state = nh * dk, nh * dk * dv
         if cell == "gla":
             # q/k/g/v/o projections; logsigmoid (~4) per key dim; per state entry the
             # decay (1), the outer product k^T v (2) and the readout q S (2).
-            flops = 2.0 * d * (3 * hk + h) + 2.0 * h * h + 4.0 * hk + 5.0 * state
+            flops = 2.0 * d * (3 * hk + h) + 2.0 * h * h + 4.0 * state
+            ew = 4.0 * hk + state
             act = 3 * hk + 2 * h
         else:
             # q/k/v/beta/o projections; two L2 norms (~3 each); per state entry k S (2),
             # the rank-1 update beta k^T (v - k S) (2) and the readout q S (2).
-            flops = 2.0 * d * (2 * hk + h + nh) + 2.0 * h * h + 6.0 * hk + 6.0 * state
+            flops = 2.0 * d * (2 * hk + h + nh) + 2.0 * h * h + 6.0 * state
+            ew = 6.0 * hk
             act = 2 * hk + 2 * h + nh
-        return Cost(flops=flops, act_bytes=act * F32, state_bytes=state * F32)
+        return Cost(flops=flops, ew_flops=ew, act_bytes=act * F32, state_bytes=state * F32)
     if cell == "aaren":
         # k/v/o projections; the score q . k (2 per key dim); per head the max (1) and two
         # exps (~4 each) and w's update (2); per value dim u's update (3) and u / w (1).
         nh = attrs["heads"]
         return Cost(
-            flops=2.0 * d * 2 * h + 2.0 * h * h + 2.0 * h + 11.0 * nh + 4.0 * h,
+            flops=2.0 * d * 2 * h + 2.0 * h * h,
+            ew_flops=2.0 * h + 11.0 * nh + 4.0 * h,
             act_bytes=(3 * h + nh) * F32,
             state_bytes=(h + 2 * nh) * F32,
         )
     if cell == "lru":
         # Complex a*h + b (6 + 2), gamma*B*x (4), Re(C h) (3) per state; 2 floats per state.
         return Cost(
-            flops=15.0 * h * n + 2.0 * h, act_bytes=2 * h * n * F32, state_bytes=2 * h * n * F32
+            ew_flops=15.0 * h * n + 2.0 * h,
+            act_bytes=2 * h * n * F32,
+            state_bytes=2 * h * n * F32,
         )
     if cell == "selective":
         # dt/B/C projections, softplus, exp(dt A) (2), dt B x (2), a*h + b (2), C h (2).
         return Cost(
-            flops=2.0 * d * (h + 2 * n) + 5.0 * h + 8.0 * h * n,
+            flops=2.0 * d * (h + 2 * n),
+            ew_flops=5.0 * h + 8.0 * h * n,
             act_bytes=(h + 2 * n + 2 * h * n) * F32,
             state_bytes=h * n * F32,
         )
     # s4d: time-invariant Abar/Bbar; Bbar x (1), a*h + b (2), C h (2), plus D x.
-    return Cost(flops=5.0 * h * n + 2.0 * h, act_bytes=h * n * F32, state_bytes=h * n * F32)
+    return Cost(ew_flops=5.0 * h * n + 2.0 * h, act_bytes=h * n * F32, state_bytes=h * n * F32)
 
 
 # Registered by ops.py, with the other ops.
@@ -404,6 +442,9 @@ SCAN_OP = OpDef(
         "tol": AttrSpec(NUM + NONE, None),
         "body": AttrSpec((tuple, type(None)), None),
         "block": AttrSpec(INT + NONE, None),
+        # Set by the assign-kernels pass: the Triton kernel that runs this node, or
+        # "torch: <why not>"; None until then (and not printed).
+        "kernel": AttrSpec(STR + NONE, None),
     },
     _scan_shape,
     _scan_params,

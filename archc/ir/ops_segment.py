@@ -6,7 +6,9 @@ Transformer-XL). The sequence is cut into segments of `length` tokens; its one r
   appended (write); the body's outputs at the write slots are the next segment's
   memory (RMT). With `recall` = N > 0, a FIFO of the last N written memories is read by
   cross-attention from a summary of the previous segment and added to the read memory
-  (HMT memory recall).
+  (HMT memory recall). With `sensory` = j > 0, the last j tokens of the previous
+  segment's input are also read, between the memory and the segment (HMT's sensory
+  memory); their outputs are dropped.
 - `kv_window`: attention inside the body also sees the keys/values of the last
   `window` tokens before the segment (Transformer-XL style cache).
 - `fast_weights`: a `heads`-head delta-rule matrix memory (DeltaNet's update) is written
@@ -38,6 +40,8 @@ def _segment_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
         raise ShapeError(f"fast-weights heads={attrs['heads']} must divide the width {t.feature}")
     if attrs["recall"] and attrs["carry"] != "memory":
         raise ShapeError("memory recall needs a memory-token carry")
+    if attrs["sensory"] and attrs["carry"] != "memory":
+        raise ShapeError("sensory memory reads with the memory tokens: it needs a memory carry")
     return (t,)
 
 
@@ -63,11 +67,29 @@ def _segment_params(attrs: Attrs, ins: Sequence[Type]) -> tuple[ParamSpec, ...]:
     return tuple(ps)
 
 
+def _recall_flops(attrs: Attrs, d: int, seq_len: int) -> float:
+    """HMT recall per token: each segment after the first maps the previous segment's
+    summary (D x D), the m memory tokens in its FIFO (D x D each; the FIFO fills up over
+    the first `recall` segments), scores them and mixes them (2 D m each)."""
+    k, n, fifo = min(seq_len, attrs["length"]), attrs["mem"], attrs["recall"]
+    if not fifo:
+        return 0.0
+    segments = max(1, seq_len // k)
+    total = 0.0
+    for s in range(1, segments):
+        m = min(s, fifo) * n
+        total += 2.0 * d * d * (1 + m) + 4.0 * d * m
+    return total / (segments * k)
+
+
 def _segment_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
     d = float_seq(ins[0], "segment").feature
     if attrs["carry"] == "memory":
         # The memory carried between segments, plus the recall FIFO.
-        return Cost(state_bytes=attrs["mem"] * d * F32 * (1 + attrs["recall"]))
+        return Cost(
+            flops=_recall_flops(attrs, d, T),
+            state_bytes=attrs["mem"] * d * F32 * (1 + attrs["recall"]),
+        )
     if attrs["carry"] == "fast_weights":  # per head a (D/h, D/h) matrix
         return Cost(state_bytes=d * d // attrs["heads"] * F32)
     return Cost()
@@ -84,6 +106,7 @@ SEGMENT_OP = OpDef(
         "bptt": AttrSpec(INT + NONE, None),
         "recall": AttrSpec(INT, 0),
         "heads": AttrSpec(INT, 0),
+        "sensory": AttrSpec(INT, 0),
     },
     _segment_shape,
     _segment_params,
@@ -97,19 +120,25 @@ SEGMENT_OP = OpDef(
 
 
 def segment_body_len(attrs: Attrs, seq_len: int) -> int:
-    """The sequence length one run of the body sees: a segment plus its memory slots."""
-    return min(seq_len, attrs["length"]) + 2 * attrs["mem"]
+    """The sequence length one run of the body sees: a segment plus its memory slots
+    and sensory tokens."""
+    return min(seq_len, attrs["length"]) + 2 * attrs["mem"] + attrs["sensory"]
 
 
 def segment_cost(attrs: Attrs, own: Cost, body: Cost, seq_len: int) -> Cost:
-    """Per-token cost of a segment op from its body's cost at `segment_body_len`: the
-    body runs on length + 2 mem positions per `length` tokens, and its KV cache never
-    grows with T (kv_window keeps `window` tokens of it as carried state)."""
+    """Per-token cost of a segment op from its body's cost at `segment_body_len` and its
+    own (`own`: recall): the body runs on length + 2 mem + sensory positions per `length`
+    tokens,
+    and its KV cache never grows with T (kv_window keeps `window` tokens of it as
+    carried state)."""
     k = min(seq_len, attrs["length"])
-    scale = (k + 2 * attrs["mem"]) / k
+    scale = (k + 2 * attrs["mem"] + attrs["sensory"]) / k
     window = attrs["window"] or 0
     return Cost(
-        flops=scale * body.flops,
+        flops=scale * body.flops + own.flops,
+        ew_flops=scale * body.ew_flops + own.ew_flops,
+        bwd_flops=scale * (2.0 * body.flops if body.bwd_flops is None else body.bwd_flops)
+        + 2.0 * own.flops,
         act_bytes=scale * body.act_bytes,
         state_bytes=own.state_bytes + body.state_bytes + body.kv_bytes * window,
         kv_bytes=0,

@@ -38,12 +38,24 @@ def _block_attention_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...
 def _block_attention_cost(
     attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int
 ) -> Cost:
-    d, b = elems(ins[0]), attrs["block"]
-    # Each query reads at most topk blocks + its own block + the window, and scores the
-    # summaries of the complete blocks before it (T / (2 b) on average).
-    ctx = min((T + 1) / 2, (attrs["topk"] + 1) * b + (attrs["window"] or 0))
+    """As modules/sparse_attention.py runs it: every query scores the summaries of all
+    ceil(T / b) blocks (a product, no gradient); a query reads at most L = (topk + 1) b
+    + window keys; while T <= min(16 L, 2048) the selection becomes a mask for dense
+    SDPA (products over all T keys), beyond that only the L gathered keys are touched,
+    by elementwise products and sums (elementwise work)."""
+    d, b, heads = elems(ins[0]), attrs["block"], attrs["heads"]
+    blocks = -(-T // b)
+    kk = min(attrs["topk"], blocks - 1)
+    width = (max(kk, 0) + 1) * b + (attrs["window"] or 0)
+    scores = 2.0 * d * blocks if kk > 0 else 0.0
+    if T <= min(16 * width, 2048):  # masked dense SDPA
+        attn, ew = 4.0 * d * T, 6.0 * heads * T
+    else:  # gathered keys, elementwise products
+        attn, ew = 0.0, 4.0 * d * width + 6.0 * heads * width
     return Cost(
-        flops=4.0 * d * ctx + 2.0 * d * T / (2 * b),
+        flops=attn + scores,
+        ew_flops=ew,
+        bwd_flops=2.0 * attn,
         act_bytes=3 * d * F32,
         kv_bytes=2 * elems(ins[1]) * F32,
     )

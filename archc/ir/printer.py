@@ -38,7 +38,9 @@ def _lines(
         names[node.id] = f"%{counter[0]}"
         counter[0] += 1
         by_path[node.path] = names[node.id]
-        shown = dict(node.attrs)
+        # `kernel` is unset until assign-kernels runs; omitting None keeps the text
+        # (and the structural hash) of an unassigned graph what it always was.
+        shown = {k: v for k, v in node.attrs.items() if not (k == "kernel" and v is None)}
         if not with_paths and shown.get("weight_from") is not None:
             # Name the tied embedding by its node number, not its (renameable) path.
             shown["weight_from"] = by_path.get(shown["weight_from"], shown["weight_from"])

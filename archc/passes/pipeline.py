@@ -12,6 +12,7 @@ string leaves out that the run knows (`device`, `seq_len`) come from `context`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import typing
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from archc import knobs
-from archc.diagnostics import Diagnostic, DiagnosticError, SourceLoc
+from archc.diagnostics import Diagnostic, DiagnosticError, SourceLoc, register_source
 from archc.ir.graph import Graph
 from archc.passes.base import PassResult
 
@@ -34,7 +35,9 @@ PASSES: dict[str, type] = {}
 
 # Pipelines by optimisation level. -O2 is the default of `archc compile`/`train`.
 O0 = ""
-O2 = "select-scan-mode"
+O2 = (
+    "canonicalize,const-fold,cse,tie-weights,dce,fuse-pointwise,dce,select-scan-mode,assign-kernels"
+)
 
 
 def register_pass(cls: type) -> type:
@@ -69,8 +72,14 @@ def pipeline_for_level(level: int) -> str:
 _ITEM = re.compile(r"\s*([A-Za-z][\w-]*)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
 
 
-def _error(text: str, message: str, col: int, source: str) -> DiagnosticError:
-    return DiagnosticError([Diagnostic(message, SourceLoc(source, 1, col, col + 1))])
+_PREFIX = re.compile(r"\s*[A-Za-z][\w-]*\s*(?:\{[^{}]*\})?\s*")
+
+
+def _error(
+    text: str, message: str, col: int, source: str, hint: str | None = None
+) -> DiagnosticError:
+    register_source(source, text)  # so the rendered error quotes the string with a caret
+    return DiagnosticError([Diagnostic(message, SourceLoc(source, 1, col, col + 1), hint=hint)])
 
 
 def _option_fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -91,10 +100,15 @@ def _convert(raw: str, hint: Any) -> Any:
         if raw.lower() in {"0", "false", "no", "off"}:
             return False
         raise ValueError(f"expected true or false, got {raw!r}")
-    if hint is int:
-        return int(raw)
-    if hint is float:
-        return float(raw)
+    try:
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"expected {'an integer' if hint is int else 'a number'}, got {raw!r}"
+        ) from None
     return raw
 
 
@@ -114,31 +128,46 @@ def parse_pipeline(
     while pos < len(text_s):
         m = _ITEM.match(text_s, pos)
         if m is None or m.end() == pos:
-            raise _error(text, "expected a pass name such as 'cse' or 'dce{...}'", pos + 1, source)
+            # Point past the longest well-formed prefix: where the string went wrong.
+            good = _PREFIX.match(text_s, pos)
+            at = good.end() if good and good.end() > pos else pos
+            at += len(text_s[at:]) - len(text_s[at:].lstrip())
+            what = "',' between passes" if good and good.end() > pos else "a pass name"
+            if text_s[at : at + 1] == "{":
+                what = "an option list closed by '}'"
+            raise _error(text, f"expected {what} (as in 'cse,dce{{...}}')", at + 1, source)
         name, opts = m.group(1), m.group(2)
         col = m.start(1) + 1
         cls = PASSES.get(name)
         if cls is None:
             known = ", ".join(sorted(PASSES))
-            raise _error(text, f"unknown pass '{name}' (known: {known})", col, source)
+            close = difflib.get_close_matches(name, list(PASSES), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else None
+            raise _error(text, f"unknown pass '{name}' (known: {known})", col, source, hint)
         fields = _option_fields(cls)
         hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {k: v for k, v in context.items() if k in fields}
+        start = m.start(2) if opts is not None else 0
         for item in (opts or "").split(","):
+            # Columns point at the offending option (key) or value, 1-based.
+            at = start + len(item) - len(item.lstrip()) + 1
+            start += len(item) + 1
             if not item.strip():
                 continue
             if "=" not in item:
-                raise _error(text, f"option '{item.strip()}' needs a value: key=value", col, source)
+                raise _error(text, f"option '{item.strip()}' needs a value: key=value", at, source)
             key, value = (s.strip() for s in item.split("=", 1))
             if key not in fields:
                 allowed = ", ".join(sorted(fields)) or "none"
                 raise _error(
-                    text, f"pass '{name}' has no option '{key}' (options: {allowed})", col, source
+                    text, f"pass '{name}' has no option '{key}' (options: {allowed})", at, source
                 )
+            raw = item.split("=", 1)[1]
+            vat = at + item.strip().index("=") + 1 + len(raw) - len(raw.lstrip())
             try:
                 kwargs[key] = _convert(value, hints[key])
             except ValueError as exc:
-                raise _error(text, f"option '{key}' of '{name}': {exc}", col, source) from None
+                raise _error(text, f"option '{key}' of '{name}': {exc}", vat, source) from None
         passes.append(cls(**kwargs))
         pos = m.end()
     return passes

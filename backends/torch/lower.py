@@ -281,7 +281,7 @@ def _segment_ctor(node: Node, ins: list[Type]) -> str:
     return (
         f"L.SegmentRecurrence({_width(ins[0])!r}, {a['length']!r}, {a['carry']!r}, "
         f"mem={a['mem']!r}, window={a['window']!r}, bptt={a['bptt']!r}, recall={a['recall']!r}, "
-        f"heads={a['heads']!r})"
+        f"heads={a['heads']!r}, sensory={a['sensory']!r})"
     )
 
 
@@ -439,3 +439,13 @@ RULES.update(MEMORY_RULES)
 from archc.backends.torch.lower_loop import HALT_RULES  # noqa: E402
 
 RULES.update(HALT_RULES)
+
+# The const / scale / reshape / rearrange rules (lower_const.py builds on Rule above).
+from archc.backends.torch.lower_const import CONST_RULES  # noqa: E402
+
+RULES.update(CONST_RULES)
+
+# The fused_pointwise rule (lower_fused.py builds on Rule above).
+from archc.backends.torch.lower_fused import FUSED_RULES  # noqa: E402
+
+RULES.update(FUSED_RULES)

@@ -31,6 +31,7 @@ __all__ = [
     "assign_kernels",
     "can_lower",
     "format_assignments",
+    "kernel_name",
     "rule_for",
 ]
 
@@ -191,18 +192,56 @@ def _present(package: str) -> bool:
     return importlib.util.find_spec(f"{_PKG}.{package}") is not None
 
 
+def _pointwise_wired() -> str | None:
+    # The fused functions lower_fused.py generates call PointwiseHook.run on CUDA, which
+    # pointwise_hook.py points at the kernel. lower_fused is imported through lower.py
+    # (it builds on lower's Rule).
+    importlib.import_module("archc.backends.torch.lower")
+    if "PointwiseHook.run" not in _source("archc.backends.torch.lower_fused"):
+        return "the fused_pointwise lowering does not call PointwiseHook yet"
+    return _called_from("pointwise", "archc.backends.torch.modules.pointwise_hook")()
+
+
+# fused_pointwise nodes (fuse-pointwise) run a Triton kernel generated per program.
+POINTWISE = KernelRule("pointwise", "pointwise", (), lambda node: None, _pointwise_wired)
+
+
+def kernel_name(node: Node) -> str | None:
+    """The name of the kernel rule covering ``node`` (None if none does)."""
+    if node.op == "fused_pointwise":
+        return POINTWISE.name
+    if node.op == "scan":
+        rule = rule_for(node.attrs["cell"])
+        return rule.name if rule else None
+    return None
+
+
+def _can_lower_pointwise(node: Node, dev: str) -> tuple[bool, str]:
+    # Run-time checks (equal dtypes and shapes) stay with pointwise/op.py's can_lower.
+    if dev != "cuda":
+        return False, f"device is {dev}, the generated pointwise kernels need CUDA"
+    if not _present(POINTWISE.package):
+        return False, "kernel pointwise is not installed (backends/triton/pointwise)"
+    if importlib.util.find_spec("triton") is None:
+        return False, "triton is not installed"
+    why = POINTWISE.wired()
+    return (False, why) if why else (True, "ok")
+
+
 def can_lower(node: Node, device: str | object) -> tuple[bool, str]:
     """Whether a Triton kernel runs IR ``node`` on ``device`` ("cuda", "cpu", a
     torch.device); returns (ok, reason), reason "ok" or why not."""
+    dev = str(getattr(device, "type", device)).split(":")[0]
+    if node.op == "fused_pointwise":
+        return _can_lower_pointwise(node, dev)
     if node.op != "scan":
-        return False, f"op {node.op!r} has no kernel rule (only scans do)"
+        return False, f"op {node.op!r} has no kernel rule (only scans and fused_pointwise do)"
     cell = node.attrs["cell"]
     rule = rule_for(cell)
     if rule is None:
         return False, f"no Triton kernel for cell {cell!r}" + (
             f"; {_NO_KERNEL[cell]}" if cell in _NO_KERNEL else ""
         )
-    dev = str(getattr(device, "type", device)).split(":")[0]
     if dev != "cuda":
         return False, f"device is {dev}, the kernels need CUDA"
     if not _present(rule.package):
@@ -214,22 +253,26 @@ def can_lower(node: Node, device: str | object) -> tuple[bool, str]:
 
 
 def assign_kernels(graph: Graph, device: str | object) -> dict[str, tuple[str | None, str]]:
-    """Every scan node of ``graph`` (regions included) by path -> (kernel name or None,
-    reason): "ok" when the kernel runs it, else why the torch path does."""
+    """Every scan and fused_pointwise node of ``graph`` (regions included) by path ->
+    (kernel name or None, reason): "ok" when the kernel runs it, else why the torch
+    path does."""
     out: dict[str, tuple[str | None, str]] = {}
     for node in graph.walk():
-        if node.op != "scan":
+        if node.op not in ("scan", "fused_pointwise"):
             continue
         ok, why = can_lower(node, device)
-        rule = rule_for(node.attrs["cell"])
-        out[node.path] = (rule.name if ok and rule else None, why)
+        out[node.path] = (kernel_name(node) if ok else None, why)
     return out
 
 
 def format_assignments(graph: Graph, device: str | object) -> list[str]:
     """Report lines: one per scan node, 'path  cell  kernel-or-torch  reason'."""
     rows = assign_kernels(graph, device)
-    cells = {n.path: n.attrs["cell"] for n in graph.walk() if n.op == "scan"}
+    cells = {
+        n.path: n.attrs["cell"] if n.op == "scan" else n.op
+        for n in graph.walk()
+        if n.op in ("scan", "fused_pointwise")
+    }
     if not rows:
         return [f"kernels on {device}: no scan nodes"]
     table = [(p, cells[p], k or "torch", why) for p, (k, why) in rows.items()]

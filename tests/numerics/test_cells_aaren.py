@@ -370,7 +370,7 @@ def test_params_costs_and_mode_selection() -> None:
     assert shapes["layers.1.aaren.weight_o"] == (D, D)
     cost = model_cost(graph, 64)
     assert cost.state_bytes_per_sequence == 4 * ((D + 2 * HEADS) + (D + 2 * 2))
-    assert cost.forward_flops_per_token > 2 * 2 * 3 * D * D
+    assert cost.forward_flops_per_token >= 2 * 2 * 3 * D * D  # matmul-class only
     assert select_scan_mode("aaren", 4096, "cuda")[0] == "associative"
     assert select_scan_mode("aaren", 4096, "cpu")[0] == "sequential"
 

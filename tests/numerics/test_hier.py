@@ -389,7 +389,8 @@ def test_cost_model_runs_the_inner_network_on_fewer_tokens() -> None:
 
     def flops(layers: str) -> float:
         spec = f"model: m\nvocab: 16\nd_model: 8\nlayers: [embed, {layers}head]\n"
-        return model_cost(archc.to_graph(spec)).forward_flops_per_token
+        cost = model_cost(archc.to_graph(spec))
+        return cost.forward_flops_per_token + cost.elementwise_flops_per_token
 
     base, mlp = flops(""), flops("{mlp: 2}, ")
     strided = flops("{hier: {down: 4, body: [{mlp: 2}]}}, ")
@@ -398,4 +399,28 @@ def test_cost_model_runs_the_inner_network_on_fewer_tokens() -> None:
     # up-sampling and the residual add (4 D), plus the router's maps and cosine.
     d = 8
     assert strided - base == pytest.approx((mlp - base) / 4 + 4 * d)
-    assert routed - base == pytest.approx((mlp - base) / 2 + 4 * d + 4 * d * d + 6 * d)
+    # The router's EMA up-sampling: (L, L) weights times (L, D) chunks, L = T / 2.
+    ema = 2.0 * (1024 / 2) * d / 2 + 4.0 * (1024 / 2) / 2
+    assert routed - base == pytest.approx((mlp - base) / 2 + 4 * d + 4 * d * d + 6 * d + ema)
+
+
+def test_loop_inside_a_stride_hier_streams() -> None:
+    """A loop in a hier's inner network compiles (the loop is generated code, no rule)
+    and chunked runs equal the full-sequence run."""
+    spec = """
+model: t
+vocab: 11
+d_model: 16
+layers:
+  - embed
+  - hier: {down: 2, up: repeat, inner: [{loop: {steps: 2, body: [
+      {residual: [{norm: rms}, {attention: {heads: 2}}]}]}}]}
+  - head
+"""
+    model = archc.compile(spec).eval()
+    x = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(x)
+        y1, state = model(x[:, :4], return_state=True)
+        y2, _ = model(x[:, 4:], state=state, return_state=True)
+    torch.testing.assert_close(torch.cat([y1, y2], 1), full, rtol=1e-6, atol=1e-6)

@@ -19,7 +19,8 @@ layers:
   - {layer}
   - head
 """
-    return model_cost(archc.to_graph(spec), T).forward_flops_per_token
+    cost = model_cost(archc.to_graph(spec), T)
+    return cost.forward_flops_per_token + cost.elementwise_flops_per_token
 
 
 BODY = "body: [{mlp: {mult: 2}}]"
@@ -47,4 +48,7 @@ def test_halt_head_and_hier_routing_are_counted() -> None:
     assert halt_delta == base + 2 * mlp + 2 * (3 * D + 3 * D)
     stride = _flops(f"hier: {{down: {{stride: 4}}, {BODY}}}")
     router = _flops(f"hier: {{down: {{router: true, target: 4}}, {BODY}}}")
-    assert router - stride == 4 * D * D + 6 * D  # the boundary router's q/k maps and cosine
+    # A router hier up-samples by H-Net's EMA (its default): the (L, L) smoothing matrix
+    # times the (L, D) chunks, L = T / 4, plus its weights (4 per entry), per token.
+    ema = 2.0 * (T / 4) * D / 4 + 4.0 * (T / 4) / 4
+    assert router - stride == 4 * D * D + 6 * D + ema  # + the router's q/k maps and cosine

@@ -368,6 +368,7 @@ from archc.backends.torch.modules.memory import (  # noqa: E402, F401  (Titans, 
     memory_scan,
     window_band,
 )
+from archc.backends.torch.modules.pointwise_hook import PointwiseHook  # noqa: E402, F401
 from archc.backends.torch.modules.ragged import (  # noqa: E402, F401  (ragged sequences)
     chunk_of,
     pack,
