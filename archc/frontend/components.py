@@ -421,6 +421,21 @@ class HaltParams(Params):
     per: Literal["token", "sample"] = Field(
         default="token", description="token: causal prefix pooling; sample: whole sequence"
     )
+    target: Literal["answer", "converged"] | None = Field(
+        default=None,
+        description="q-head halt target: answer (HRM: the step's prediction is correct; "
+        "the default for q-head) or converged (label-free: the state stopped changing)",
+    )
+    inject: Literal["none", "add"] = Field(
+        default="none",
+        description="add: the state starts at zero and every step reads state + input "
+        "(HRM re-injects the input each segment)",
+    )
+    supervise: Literal["last", "deep"] = Field(
+        default="last",
+        description="deep: HRM deep supervision, every step's prediction is scored and "
+        "each step starts from the previous state detached",
+    )
 
 
 class RepeatParams(Params):
@@ -436,8 +451,9 @@ class SegmentParams(Params):
     front and written at the end of each segment), `kv-window(w)` (attention also sees
     the last w tokens' keys/values) or `fast-weights(h)` (an h-head delta-rule matrix
     memory written by each segment's outputs, read by the next one's inputs). `recall: N`
-    adds HMT memory recall over a FIFO of the last N memories; `bptt: d` lets gradients
-    cross at most d segment transitions."""
+    adds HMT memory recall over a FIFO of the last N memories; `sensory: j` also reads
+    the last j tokens of the previous segment (HMT's sensory memory); `bptt: d` lets
+    gradients cross at most d segment transitions."""
 
     length: int = Field(default=64, gt=0, description="tokens per segment")
     carry: str = Field(
@@ -446,6 +462,9 @@ class SegmentParams(Params):
     )
     bptt: int | None = Field(default=None, ge=0, description="transitions (default: all)")
     recall: int = Field(default=0, ge=0, description="HMT recall FIFO size (0: none)")
+    sensory: int = Field(
+        default=0, ge=0, description="HMT sensory memory: previous segment's last tokens read"
+    )
 
     @field_validator("carry")
     @classmethod

@@ -24,7 +24,7 @@ from archc.ir.build_ctx import (
     width_keeping_region,
 )
 from archc.ir.build_hier import HIER_BUILDERS
-from archc.ir.build_loop import LOOP_BUILDERS
+from archc.ir.build_loop import LOOP_BUILDERS, check_readouts
 from archc.ir.build_memory import MEMORY_BUILDERS
 from archc.ir.build_scan import RECURRENT_BUILDERS
 from archc.ir.build_segment import SEGMENT_BUILDERS
@@ -367,6 +367,8 @@ def build_graph(spec: Spec) -> Graph:
         pass
     if not spec.layers:
         diags.error("the spec has no layers", spec.loc)
+    if not diags.diagnostics:
+        check_readouts(graph, diags)
     diags.raise_if_any()
     return graph
 

@@ -6,11 +6,13 @@ step, cycle(k) k of them); a halt's body under `<halt>.0`.
 
 from __future__ import annotations
 
+from archc.diagnostics import Collector
 from archc.frontend.components import HaltParams, LoopParams
 from archc.frontend.schema import Component
 from archc.ir.build_ctx import BuildContext, Builder
-from archc.ir.graph import Value
-from archc.ir.ops_loop import lora_linears, runs_of
+from archc.ir.graph import Graph, Value
+from archc.ir.ops_loop import lora_linears, needs_readout, runs_of
+from archc.ir.readout import readout_of
 from archc.ir.types import ParamSpec
 
 
@@ -74,6 +76,8 @@ def _halt(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
         raise ctx.fail(
             f"halt min_steps={p.min_steps} exceeds max_steps={p.max_steps}", c.loc_of("min_steps")
         )
+    if p.target is not None and p.criterion != "q-head":
+        raise ctx.fail("target is the q-head criterion's halt target", c.loc_of("target"))
     region = _region(ctx, c.body, x, f"{path}.0", c.loc)
     attrs = {
         "max_steps": p.max_steps,
@@ -82,8 +86,37 @@ def _halt(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
         "threshold": float(p.threshold),
         "min_steps": p.min_steps,
         "per": p.per,
+        "target": p.target or ("answer" if p.criterion == "q-head" else "converged"),
+        "supervise": p.supervise,
+        "inject": p.inject,
     }
     return ctx.emit("halt", attrs, [x], path, c.loc, (region,))
+
+
+def check_readouts(graph: Graph, diags: Collector) -> None:
+    """A halt trained on per-step predictions must sit in the top-level graph, with the
+    layers after it reading its result alone (archc/ir/readout.py)."""
+    for node in graph.walk():
+        if not needs_readout(node):
+            continue
+        what = "deep supervision" if node.attrs["supervise"] == "deep" else "target: answer"
+        hint = "or use `target: converged` (label-free) and `supervise: last`"
+        if node.id not in graph or graph.node(node.id) is not node:
+            diags.error(
+                f"halt with {what} scores the model's prediction after every step, so it "
+                "must be a top-level layer, not inside another structure",
+                node.loc,
+                hint=hint,
+            )
+            continue
+        why = readout_of(graph, node)
+        if isinstance(why, str):
+            diags.error(
+                f"halt with {what} scores the model's prediction after every step, which "
+                f"needs the layers after it to read only its result: {why}",
+                node.loc,
+                hint=hint,
+            )
 
 
 LOOP_BUILDERS: dict[str, Builder] = {"loop": _loop, "halt": _halt}

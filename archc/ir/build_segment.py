@@ -40,6 +40,17 @@ def _segment(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
             "recall reads a FIFO of memory tokens: it needs carry: memory-tokens(n)",
             c.loc_of("recall"),
         )
+    if p.sensory and carry != "memory":
+        raise ctx.fail(
+            "sensory memory is read with the memory tokens: it needs carry: memory-tokens(n)",
+            c.loc_of("sensory"),
+        )
+    if p.sensory > p.length:
+        raise ctx.fail(
+            f"sensory={p.sensory} exceeds the segment length {p.length}: it reads the "
+            "previous segment's last tokens",
+            c.loc_of("sensory"),
+        )
     if carry == "fast_weights" and ctx.width(x) % n:
         raise ctx.fail(
             f"fast-weights heads={n} must divide the width {ctx.width(x)}", c.loc_of("carry")
@@ -53,6 +64,7 @@ def _segment(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
         "bptt": p.bptt,
         "recall": p.recall,
         "heads": n if carry == "fast_weights" else 0,
+        "sensory": p.sensory,
     }
     return ctx.emit("segment", attrs, [x], path, c.loc, (region,))
 

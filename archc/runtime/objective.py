@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archc.backends.torch.compiled import Supervision
 from archc.runtime.curriculum import CurriculumState
 from archc.runtime.tasks import IGNORE, Batch
 
@@ -34,6 +35,25 @@ def correct_count(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-head correct predictions at supervised positions: (...,) summed to (K,) or ()."""
     hit = (logits.argmax(-1) == targets) & (targets != IGNORE)
     return hit.flatten(0, 1).sum(0)
+
+
+def supervision(targets: torch.Tensor, heads: int, scale: float) -> Supervision:
+    """The batch's targets (B, T) or (B, T, K) for modules' supervised losses (HRM-style
+    halting): per-position cross-entropy summed over heads times `scale` (what the main
+    loss multiplies its sum by), and per-position correctness of every head."""
+
+    def loss(pred: torch.Tensor) -> torch.Tensor:
+        logits = per_head_logits(pred, heads)
+        c = logits.shape[-1]
+        flat, want = logits.reshape(-1, c).float(), targets.reshape(-1)
+        each = F.cross_entropy(flat, want, ignore_index=IGNORE, reduction="none")
+        return each.view(targets.shape[0], targets.shape[1], -1).sum(-1) * scale
+
+    def correct(pred: torch.Tensor) -> torch.Tensor:
+        hit = (per_head_logits(pred, heads).argmax(-1) == targets) | (targets == IGNORE)
+        return hit if hit.dim() == 2 else hit.all(-1)
+
+    return Supervision(loss, correct)
 
 
 def supervised(targets: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from archc.diagnostics import error
 from archc.frontend.schema import Spec
 from archc.runtime import checkpoint as ckpt
 from archc.runtime import distributed as dist
-from archc.runtime.objective import evaluate, loss_sum, per_head_logits
+from archc.runtime.objective import evaluate, loss_sum, per_head_logits, supervision
 from archc.runtime.optim import GradientNoise, make_optimizer, make_scheduler
 from archc.runtime.prepare import build_curriculum, build_task, check_model_fits, spec_error
 from archc.runtime.progress import MetricsLog, Progress
@@ -206,7 +206,10 @@ class Trainer:
         total = loss_sum(per_head_logits(logits, self.curriculum.heads), targets)
         # DDP averages gradients over ranks: scale so the average is d(sum / count).
         loss = total * (world.size / max(1, count))
-        aux = self.model.aux_loss()  # weighted auxiliary losses of this forward, if any
+        # Weighted auxiliary losses of this forward, if any; the supervised ones (HRM
+        # deep supervision, a Q-head's answer-correctness target) score against targets.
+        sup = supervision(targets, self.curriculum.heads, world.size / max(1, count))
+        aux = self.model.aux_loss(sup)
         if aux is not None:
             loss = loss + aux
         self.stats = {"aux_loss": float(aux.detach())} if aux is not None else {}

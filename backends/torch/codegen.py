@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from archc.backends.torch.lower import Rule, get_rule, ident, incremental_blocker
 from archc.backends.torch.modules import layers as L
 from archc.ir.graph import Graph, Node, Value
-from archc.ir.ops_loop import lora_linears
+from archc.ir.ops_loop import lora_linears, needs_readout
+from archc.ir.readout import readout_of
 
 
 @dataclass
@@ -45,16 +46,25 @@ class _Gen:
             self.out.deps.append(dep)
 
     def body(
-        self, graph: Graph, arg: str, indent: str, suffixes: tuple[str, ...] = ("",)
+        self,
+        graph: Graph,
+        arg: str,
+        indent: str,
+        suffixes: tuple[str, ...] = ("",),
+        top: bool = False,
     ) -> tuple[list[str], str]:
         """Statements computing `graph` from input variable `arg`; returns (lines, result).
 
         `suffixes` are the step suffixes the statements run under (("",) outside loops);
-        inside a loop region they arrive as the variable `sfx`.
+        inside a loop region they arrive as the variable `sfx`. `top`: `graph` is the
+        model's own graph (a halt there may need the layers after it as a readout).
         """
         names: dict[Value, str] = {}
         lines: list[str] = []
+        skip: set[int] = set()  # nodes emitted inside a readout function
         for node in graph.nodes():
+            if node.id in skip:
+                continue
             if node.op == "input":
                 names[node.out()] = arg
                 continue
@@ -69,7 +79,14 @@ class _Gen:
             if node.op == "loop":
                 lines += self.loop(node, args[0], outs[0], indent, suffixes)
             elif node.op == "halt":  # like a loop: its body's state is keyed per step
-                lines += self.halt(graph, node, args[0], outs[0], indent, suffixes)
+                readout = f"_{ident(node.path)}_readout" if top and needs_readout(node) else None
+                lines += self.halt(graph, node, args[0], outs[0], indent, suffixes, readout)
+                if readout is not None:  # after the halt's own module: keep module order
+                    skip |= self.readout(graph, node, readout)
+                    res = f"v{node.id}_out"
+                    call = f"{readout}(self, m, {outs[0]}, inc, pos, state, new_state, '', lengths)"
+                    lines.append(f"{indent}{res} = {call}")
+                    names[graph.outputs[0]] = res
             elif get_rule(node.op).regions is not None:
                 lines += self.region_op(graph, node, args, outs, indent, suffixes)
             else:
@@ -181,11 +198,28 @@ class _Gen:
             self.out.grows = self.out.grows or rule.grows(node)
         return [indent + line for line in stmts]
 
+    def readout(self, graph: Graph, node: Node, name: str) -> set[int]:
+        """Emit the layers after a top-level halt as the function `name` (see
+        archc/ir/readout.py) that the forward applies to the halt's result and the halt
+        module applies to every step's state in training; returns the nodes it covers."""
+        sub = readout_of(graph, node)
+        assert not isinstance(sub, str), sub  # the builder's check_readouts refused these
+        self.region_function(name, sub, ("",), f"The layers after halt {node.path}.")
+        return {n.id for n in sub.nodes() if n.op != "input"}
+
     def halt(
-        self, graph: Graph, node: Node, arg: str, out: str, indent: str, suffixes: tuple[str, ...]
+        self,
+        graph: Graph,
+        node: Node,
+        arg: str,
+        out: str,
+        indent: str,
+        suffixes: tuple[str, ...],
+        readout: str | None = None,
     ) -> list[str]:
         """A halt (modules/loops.py `Halt`): the module calls the region once per step
-        with the step's suffix, so an incremental run keeps one cache per step."""
+        with the step's suffix, so an incremental run keeps one cache per step. With a
+        `readout` function it also scores every step's prediction in training."""
         self.own(graph, node, get_rule(node.op))
         name = f"_{ident(node.path)}_0"
         mine = tuple(f"{s}#{i}" for s in suffixes for i in range(node.attrs["max_steps"]))
@@ -196,8 +230,12 @@ class _Gen:
         body = f"lambda z_, i_: {name}(self, m, z_, inc, pos, state, new_state, {sfx}, lengths)"
         mod = f"m.{ident(node.path)}"
         carry = f"state.get({key}, {{}}) if inc else None"
+        call = f"{mod}({arg}, {body}, {carry})"
+        if readout is not None:  # per-step predictions write no state
+            head = f"lambda z_: {readout}(self, m, z_, False, pos, None, None, '', lengths)"
+            call = f"{mod}({arg}, {body}, {carry}, {head})"
         return [
-            f"{indent}{out}, _carry = {mod}({arg}, {body}, {carry})",
+            f"{indent}{out}, _carry = {call}",
             f"{indent}if inc:",
             f"{indent}    new_state[{key}] = _carry",
         ]
@@ -281,7 +319,7 @@ def model_source(graph: Graph, base: str = "nn.Module") -> ModelSource:
     """Module-level source defining `class Model(<base>)` for `graph`."""
     gen = _Gen()
     gen.use(L.open_state)
-    lines, result = gen.body(graph, "x", "        ")
+    lines, result = gen.body(graph, "x", "        ", top=True)
     out = gen.out
     init_lines = [f"        L.place(self, {path!r}, {ctor})" for path, ctor in out.modules]
     ns = ", ".join(f"{ident(p)}=self.get_submodule({p!r})" for p, _ in out.modules)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import linecache
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +20,20 @@ from archc.ir.graph import Graph
 from archc.ir.printer import structural_hash
 
 _counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """The batch's targets as the modules' supervised losses see them.
+
+    `loss(pred)`: the model's prediction (B, T, out) -> per-position losses (B, T),
+    scaled like the main loss (their sum is what that prediction would add to it; 0 at
+    unsupervised positions). `correct(pred)`: (B, T) bool, True where the prediction
+    is right or the position is unsupervised.
+    """
+
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    correct: Callable[[torch.Tensor], torch.Tensor]
 
 
 class CompiledModel(nn.Module):
@@ -46,12 +62,15 @@ class CompiledModel(nn.Module):
         """Distinct trainable parameters (tied weights counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def aux_loss(self) -> torch.Tensor | None:
+    def aux_loss(self, supervision: Supervision | None = None) -> torch.Tensor | None:
         """The sum of the auxiliary losses the modules recorded during the last forward
         (already weighted: e.g. a chunking ratio loss, a halting loss), or None.
 
         A module records one by setting its attribute `aux_loss_value` to a scalar tensor
         in forward; reading takes them (each is counted once), so call it once per step.
+        Losses that need the batch's targets (HRM-style halting: deep supervision, the
+        Q-head's answer-correctness target) come from modules with `supervised_loss`,
+        and only when `supervision` is given; `archc train` always gives it.
         """
         total = None
         for m in self.modules():
@@ -59,6 +78,11 @@ class CompiledModel(nn.Module):
             if value is not None:
                 total = value if total is None else total + value
                 m.aux_loss_value = None
+            scorer = getattr(m, "supervised_loss", None)
+            if scorer is not None:
+                value = scorer(supervision)
+                if value is not None:
+                    total = value if total is None else total + value
         return total
 
     def stats(self) -> dict[str, float]:

@@ -34,7 +34,8 @@ def _hier_grows(node: Node) -> bool:
     inner node's state may grow (a KV cache of the coarse steps)."""
     if node.attrs["down"] != "stride":
         return True
-    inner = (n for r in node.regions for n in r.walk() if n.op != "input")
+    # walk() reaches inside loops; a loop itself is generated code with no rule.
+    inner = (n for r in node.regions for n in r.walk() if n.op not in ("input", "loop"))
     return any(get_rule(n.op).grows(n) for n in inner)
 
 

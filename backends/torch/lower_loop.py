@@ -14,7 +14,8 @@ def _halt_ctor(node: Node, ins: list[Type]) -> str:
     assert isinstance(t, TensorType)
     return (
         f"L.Halt({t.feature!r}, {a['max_steps']!r}, {a['criterion']!r}, {a['explore']!r}, "
-        f"{a['threshold']!r}, {a['min_steps']!r}, {a['per']!r})"
+        f"{a['threshold']!r}, {a['min_steps']!r}, {a['per']!r}, {a['target']!r}, "
+        f"{a['supervise']!r}, {a['inject']!r})"
     )
 
 

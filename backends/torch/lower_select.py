@@ -52,16 +52,27 @@ def _select_regions(
 
     if len(programs) == 1:
         return [f"{o} = {args[0]}", *(f"{o} = {apply(c, o)}" for c in programs[0])]
-    # Per-sample programs: run each program some sample chose on the whole batch and
-    # keep each sample's own rows (cost: the chosen programs' sum).
-    lines = [f"{o}_ch = {mod}({args[0]})", f"{o} = None"]
+    # Per-sample programs: each program runs on the sub-batch of the samples that chose
+    # it (cost: the batch's share of each program). Incremental and right-padded runs
+    # keep whole-batch rows (state entries and `lengths` are per batch row): there each
+    # chosen program runs on the whole batch and each sample keeps its own rows.
+    x = args[0]
+    lines = [
+        f"{o}_ch = {mod}({x})",
+        f"{o}_sub = not inc and lengths is None",
+        f"{o} = torch.zeros_like({x}) if {o}_sub else None",
+    ]
     for p, prog in enumerate(programs):
         lines += [
             f"{o}_sel = {o}_ch == {p}",
             f"if bool({o}_sel.any()):",
-            f"    {o}_h = {args[0]}",
+            f"    {o}_h = {x}[{o}_sel] if {o}_sub else {x}",
             *(f"    {o}_h = {apply(c, f'{o}_h')}" for c in prog),
-            f"    {o} = {o}_h if {o} is None else torch.where({o}_sel[:, None, None], {o}_h, {o})",
+            f"    if {o}_sub:",
+            f"        {o}[{o}_sel] = {o}_h",
+            "    else:",
+            f"        {o} = {o}_h if {o} is None else "
+            f"torch.where({o}_sel[:, None, None], {o}_h, {o})",
         ]
     return lines
 

@@ -62,10 +62,13 @@ def test_delta_masks_per_token() -> None:
 
 
 def test_q_head_decisions_and_loss_equal_reference() -> None:
-    """Per-sample Q-head on the mean-pooled state, no exploration: halting where
-    Q_halt > Q_continue; loss = 0.5 (BCE(Q_halt, [delta < eps]) + BCE(Q_cont,
-    sigmoid(max Q of the next step)))."""
-    spec = _spec("max_steps: 3, criterion: q-head, explore: 0.0, threshold: 0.1, per: sample")
+    """Per-sample Q-head on the mean-pooled state, no exploration, label-free target:
+    halting where Q_halt > Q_continue; loss = 0.5 (BCE(Q_halt, [delta < eps]) +
+    BCE(Q_cont, sigmoid(max Q of the next step, or its Q_halt if it is the last)))."""
+    spec = _spec(
+        "max_steps: 3, criterion: q-head, explore: 0.0, threshold: 0.1, per: sample, "
+        "target: converged"
+    )
     model = archc.compile(spec).train()
     p = dict(model.named_parameters())
     w = torch.tensor([[1.0, -2.0, 0.5, 0.0], [-1.0, 1.0, 0.0, 0.3]])
@@ -98,8 +101,8 @@ def test_q_head_decisions_and_loss_equal_reference() -> None:
                 F.binary_cross_entropy_with_logits(q[0], torch.tensor(targets[i]).double())
             )
             nh += 1
-            if i + 1 < len(qs):
-                nxt = torch.sigmoid(qs[i + 1].max())
+            if i + 1 < len(qs):  # the last step (2) must halt: its Q_halt alone
+                nxt = torch.sigmoid(qs[i + 1][0] if i + 1 == 2 else qs[i + 1].max())
                 cont_l += float(F.binary_cross_entropy_with_logits(q[1], nxt))
                 nc += 1
     expected = 0.5 * (halt_l / nh + cont_l / max(nc, 1))

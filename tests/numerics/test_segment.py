@@ -89,12 +89,16 @@ def _body(x: torch.Tensor, w: dict[str, torch.Tensor], blocks: int, allowed=None
     return x
 
 
-def _rmt_reference(model: Any, x: torch.Tensor, k: int, n: int, recall: int, blocks: int):
-    """The RMT / HMT recurrence, segment by segment."""
+def _rmt_reference(
+    model: Any, x: torch.Tensor, k: int, n: int, recall: int, blocks: int, sensory: int = 0
+):
+    """The RMT / HMT recurrence, segment by segment: [memory ; sensory ; segment ; memory]
+    with the sensory tokens the previous segment's last `sensory` inputs."""
     w = dict(model.state_dict())
     mem = w["layers.0.segment.memory"][None].expand(x.shape[0], n, D)
     fifo: list[torch.Tensor] = []
     prev = None
+    tail = x[:, :0]
     outs = []
     for start in range(0, x.shape[1], k):
         seg = x[:, start : start + k]
@@ -105,25 +109,36 @@ def _rmt_reference(model: Any, x: torch.Tensor, k: int, n: int, recall: int, blo
             keys = bank @ w["layers.0.segment.recall_k"].t()
             att = torch.softmax(torch.einsum("bd,bmd->bm", q, keys) / math.sqrt(D), -1)
             read = mem + torch.einsum("bm,bmd->bd", att, bank)[:, None]
-        h = _body(torch.cat([read, seg, read], 1), w, blocks)
-        outs.append(h[:, n : n + seg.shape[1]])
-        mem = h[:, n + seg.shape[1] :]
+        h = _body(torch.cat([read, tail, seg, read], 1), w, blocks)
+        j = tail.shape[1]
+        outs.append(h[:, n + j : n + j + seg.shape[1]])
+        mem = h[:, n + j + seg.shape[1] :]
+        tail = seg[:, seg.shape[1] - sensory :] if sensory else tail
         fifo = [*fifo, mem][-recall:] if recall else fifo
         prev = seg
     return torch.cat(outs, 1)
 
 
 @pytest.mark.parametrize(
-    ("k", "n", "recall", "blocks", "t"),
-    [(4, 2, 0, 1, 11), (3, 1, 0, 2, 9), (4, 2, 2, 1, 17), (5, 3, 3, 2, 13)],
+    ("k", "n", "recall", "blocks", "t", "sensory"),
+    [
+        (4, 2, 0, 1, 11, 0),
+        (3, 1, 0, 2, 9, 0),
+        (4, 2, 2, 1, 17, 0),
+        (5, 3, 3, 2, 13, 0),
+        (4, 2, 2, 1, 17, 2),
+        (3, 1, 0, 2, 10, 3),
+    ],
 )
-def test_memory_tokens_match_reference(k: int, n: int, recall: int, blocks: int, t: int) -> None:
-    carry = {"length": k, "carry": f"memory-tokens({n})", "recall": recall}
+def test_memory_tokens_match_reference(
+    k: int, n: int, recall: int, blocks: int, t: int, sensory: int
+) -> None:
+    carry = {"length": k, "carry": f"memory-tokens({n})", "recall": recall, "sensory": sensory}
     model = _model(carry, blocks)
     x = torch.randn(2, t, D, dtype=torch.float64)
     with torch.no_grad():
         got = model(x)
-        want = _rmt_reference(model, x, k, n, recall, blocks)
+        want = _rmt_reference(model, x, k, n, recall, blocks, sensory)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
@@ -191,6 +206,7 @@ def test_fast_weights_match_reference(k: int, heads: int, blocks: int, t: int) -
     [
         {"length": 4, "carry": "memory-tokens(2)"},
         {"length": 4, "carry": "memory-tokens(2)", "recall": 2},
+        {"length": 4, "carry": "memory-tokens(2)", "recall": 2, "sensory": 2},
         {"length": 3, "carry": "kv-window(4)"},
         {"length": 3, "carry": "fast-weights(2)"},
     ],
@@ -257,6 +273,8 @@ def test_memory_receives_gradient_through_write() -> None:
         ({"length": 4, "carry": "memory(4)"}, "carry must be"),
         ({"length": 0}, "greater than 0"),
         ({"length": 4, "carry": "fast-weights(3)"}, "must divide the width 8"),
+        ({"length": 4, "carry": "kv-window(4)", "sensory": 2}, "sensory memory is read"),
+        ({"length": 4, "sensory": 5}, "exceeds the segment length"),
     ],
 )
 def test_spec_errors(segment: dict[str, Any], message: str) -> None:
@@ -280,6 +298,7 @@ def _chunked(model: Any, x: torch.Tensor, sizes: list[int]) -> tuple[torch.Tenso
     [
         {"length": 4, "carry": "memory-tokens(2)"},
         {"length": 3, "carry": "memory-tokens(2)", "recall": 2, "bptt": 1},
+        {"length": 3, "carry": "memory-tokens(1)", "recall": 2, "sensory": 2},
         {"length": 4, "carry": "kv-window(5)"},
         {"length": 4, "carry": "fast-weights(2)", "bptt": 0},
     ],

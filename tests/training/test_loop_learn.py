@@ -27,3 +27,4 @@ def test_loop_spec_learns(name: str, tmp_path: Path) -> None:
     if name == "hrm.yaml":  # ACT: the steps used and the Q-head loss are logged
         last = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r][-1]
         assert 1.0 <= last["layers.1.halt.steps"] <= 2.0 and "aux_loss" in last, last
+        assert 0.0 <= last["layers.1.halt.q_halt_acc"] <= 1.0, last  # answer targets

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import archc
 from archc.cli import run
+from archc.runtime.objective import supervision
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 SPEC_FILES = sorted([*SPECS.glob("*.yaml"), *SPECS.glob("*.arch")])
@@ -43,15 +44,18 @@ def test_spec_compiles_and_trains_a_step(spec: Path) -> None:
     y = model(x)
     assert y.shape[:2] == (2, 16)
     assert torch.isfinite(y).all()
+    sup = None
     if vocab is not None and y.shape[-1] == vocab:
         target = torch.randint(0, vocab, (2, 16))
         loss = F.cross_entropy(y.reshape(-1, vocab), target.reshape(-1))
         # An untrained LM is about uniform: its loss is near log(vocab).
         assert abs(loss.item() - torch.log(torch.tensor(float(vocab))).item()) < 2.0
+        sup = supervision(target, 1, 1.0 / target.numel())
     else:
         loss = y.square().mean()
     assert torch.isfinite(loss)
-    aux = model.aux_loss()  # as archc train adds it: e.g. a halting Q-head learns only here
+    # As archc train adds them: e.g. a halting Q-head learns only here, against targets.
+    aux = model.aux_loss(sup)
     if aux is not None:
         loss = loss + aux
     loss.backward()

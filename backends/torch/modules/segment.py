@@ -62,6 +62,10 @@ class SegmentRecurrence(nn.Module):
     DeltaNet's rule token by token, S <- S + beta k^T (v - k S) (k normalised, beta =
     sigmoid(W_beta h + b)), giving S_{s+1}. The cell's weights live in `fast`.
 
+    sensory j > 0 (HMT sensory memory, memory carry): the last j tokens of the previous
+    segment's input are read too, [m_s ; tail_{s-1} ; x_s ; m_s], and their outputs
+    dropped, so a segment's first tokens see the end of the one before.
+
     bptt d: the carry is detached before segment s whenever s % (d + 1) == 0, so the
     loss of a segment backpropagates through at most d segment transitions (truncated
     BPTT in windows of d + 1 segments); None keeps the whole chain.
@@ -77,10 +81,12 @@ class SegmentRecurrence(nn.Module):
         bptt: int | None = None,
         recall: int = 0,
         heads: int = 0,
+        sensory: int = 0,
     ) -> None:
         super().__init__()
         self.dim, self.length, self.carry = dim, length, carry
         self.mem, self.window, self.bptt, self.recall = mem, window, bptt, recall
+        self.sensory = sensory
         if carry == "memory":
             self.memory = nn.Parameter(torch.empty(mem, dim))
         if carry == "fast_weights":
@@ -140,7 +146,7 @@ class SegmentRecurrence(nn.Module):
             h, d = self.fast.heads, self.dim // self.fast.heads
             return {"S": x.new_zeros(x.shape[0], h, d, d)}
         mem = self.memory.to(x.dtype)[None].expand(x.shape[0], self.mem, self.dim)
-        return {"mem": mem, "fifo": [], "summary": None}
+        return {"mem": mem, "fifo": [], "summary": None, "tail": x[:, :0]}
 
     def segment(
         self,
@@ -162,17 +168,20 @@ class SegmentRecurrence(nn.Module):
             y = body(seg + read, False, 0, None, None)
             return y, {"S": self.fast(y, S)[1] if complete else S}
         n, k, mem, fifo = self.mem, seg.shape[1], carry["mem"], carry["fifo"]
+        tail = carry["tail"]  # (B, j, D): the sensory tokens, j = 0 before segment 1
         read = mem
         if self.recall and fifo:
             read = mem + self.recalled(carry["summary"], fifo)[:, None, :]
+        front = n + tail.shape[1]
         if not complete:  # the write slots come after every token of a causal body
-            return body(torch.cat([read, seg], dim=1), False, 0, None, None)[:, n:], carry
-        h = body(torch.cat([read, seg, read], dim=1), False, 0, None, None)
-        new = h[:, n + k :].clone()  # own storage: the carry keeps n tokens, not k + 2n
-        if self.recall:
-            return h[:, n : n + k], {
-                "mem": new,
-                "fifo": [*fifo, new][-self.recall :],
-                "summary": seg.mean(dim=1),
-            }
-        return h[:, n : n + k], {"mem": new, "fifo": [], "summary": None}
+            h = body(torch.cat([read, tail, seg], dim=1), False, 0, None, None)
+            return h[:, front:], carry
+        h = body(torch.cat([read, tail, seg, read], dim=1), False, 0, None, None)
+        new = h[:, front + k :].clone()  # own storage: the carry keeps n tokens, not k + 2n
+        nxt = {
+            "mem": new,
+            "fifo": [*fifo, new][-self.recall :] if self.recall else [],
+            "summary": seg.mean(dim=1) if self.recall else None,
+            "tail": seg[:, k - self.sensory :] if self.sensory else seg[:, :0],
+        }
+        return h[:, front : front + k], nxt
