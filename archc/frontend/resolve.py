@@ -175,6 +175,25 @@ def _is_layer_list(path: Path) -> bool:
 def apply_override(data: Any, locs: LocMap, override: str, index: int) -> None:
     """Set the value an override names, creating missing mapping keys on the way."""
     path, value, vlocs, loc = parse_override(override, index)
+    assign_path(data, locs, path, value, vlocs, loc)
+
+
+def parse_path(text: str) -> Path | None:
+    """`layers[2].attention.heads` (or `layers.2.attention.heads`) as a data path."""
+    m = _OVERRIDE.match(text + "=")
+    if not m:
+        return None
+    path: list[str | int] = []
+    for pm in _PART.finditer(m.group(1)):
+        idx = pm.group(1) or pm.group(3)
+        path.append(int(idx) if idx is not None else pm.group(2))
+    return tuple(path)
+
+
+def assign_path(
+    data: Any, locs: LocMap, path: Path, value: Any, vlocs: LocMap, loc: SourceLoc | None
+) -> None:
+    """Set `value` (located by `vlocs`) at `path`, as an override does; `loc` names errors."""
     node = data
     for depth, part in enumerate(path[:-1]):
         nxt = path[depth + 1]

@@ -68,6 +68,9 @@ class Spec(Node):
     define: dict[str, tuple[Layer, ...]] = Field(default_factory=dict)
     layers: tuple[Layer, ...]
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # The raw `search:` section (archc.search.space parses it), validated but kept as
+    # data: a search spec is also a concrete spec, and compiles with its own values.
+    search: dict[str, Any] | None = Field(default=None, exclude=True, repr=False)
     source: str | None = Field(default=None, exclude=True, repr=False)
     # Where top-level and train keys were written ("vocab", "train.seq_len",
     # "train.task.n", ...), so run-time errors can point at the user's line.
@@ -91,6 +94,7 @@ class _TopLevel(BaseModel):
     define: dict[str, Any] = Field(default_factory=dict)
     layers: list[Any]
     train: Any = None
+    search: Any = None
 
 
 def _describe(value: Any) -> str:
@@ -326,6 +330,10 @@ def build_spec(data: Any, locs: LocMap, source: str | None = None) -> Spec:
     )
     _check_define_cycles(define, diags)
     train, train_locs = build_train(data.get("train"), locs, diags)
+    if data.get("search") is not None and not diags:
+        from archc.search.space import check_space  # no torch, no optuna
+
+        check_space(data, locs, diags)
     diags.raise_if_any()
     assert top is not None and train is not None
     return Spec(
@@ -336,6 +344,7 @@ def build_spec(data: Any, locs: LocMap, source: str | None = None) -> Spec:
         define=define,
         layers=layers,
         train=train,
+        search=data.get("search"),
         loc=locs.value(()),
         source=source,
         key_locs={
