@@ -216,7 +216,46 @@ def tied_own_weight() -> Graph:
     return g
 
 
+def stale_types() -> Graph:
+    """A tanh whose recorded output type is stale (width 5 instead of its input's 8):
+    shapes recomputes it from the op table, regions' inputs included."""
+    import dataclasses
+
+    from archc.ir.types import TensorType
+
+    m = Maker("stale")
+    y = m.add("pointwise", {"fn": "tanh"}, m.x)
+    g = m.finish(m.add("linear", {"out": 8}, y))
+    node = g.node(y.node)
+    g.replace(dataclasses.replace(node, outputs=(TensorType(("B", "T", 5)),)))
+    return g
+
+
 CASES: list[tuple[str, str, str, Callable[[], Graph]]] = [
+    ("shapes", "stale", "shapes", stale_types),
+    ("shapes", "hrm", "shapes", spec("hrm.yaml")),
+    ("verify", "gpt", "verify", spec("gpt.yaml")),
+    (
+        "select-scan-mode",
+        "aaren-cuda",
+        "select-scan-mode{seq_len=256,device=cuda}",
+        spec("aaren.yaml"),
+    ),
+    (
+        "select-scan-mode",
+        "aaren-cpu",
+        "select-scan-mode{seq_len=256,device=cpu}",
+        spec("aaren.yaml"),
+    ),
+    ("select-scan-mode", "short", "select-scan-mode{seq_len=8}", spec("search-hybrid.yaml")),
+    ("assign-kernels", "lstm-cuda", "assign-kernels{device=cuda}", spec("lstm.yaml")),
+    ("assign-kernels", "llama-cpu", "fuse-pointwise,assign-kernels", spec("llama.yaml")),
+    (
+        "assign-kernels",
+        "llama-cuda",
+        "fuse-pointwise,assign-kernels{device=cuda}",
+        spec("llama.yaml"),
+    ),
     ("canonicalize", "builder", "canonicalize", local("canonicalize", "builder.yaml")),
     (
         "canonicalize",
