@@ -160,7 +160,7 @@ def test_deep_supervision_loss_and_gradients_equal_reference() -> None:
     expected, halted_at = _deep_reference(x, targets, leaves, threshold)
     expected.backward()
     assert min(halted_at) < 3 and sum(halted_at) > len(halted_at)  # earlier steps scored
-    assert float(total) == pytest.approx(float(expected), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     params = dict(model.named_parameters())
     for k, leaf in leaves.items():
         torch.testing.assert_close(params[names[k]].grad, leaf.grad, rtol=1e-5, atol=1e-6)

@@ -19,9 +19,24 @@ from archc.backends.torch.compiled import compile_graph
 from archc.ir.graph import Graph
 from archc.ir.printer import print_graph
 from archc.ir.verify import verify
-from archc.passes.pipeline import PASSES, parse_pipeline, run_pipeline
+from archc.passes.pipeline import O2, PASSES, parse_pipeline, run_pipeline
 
-MINE = ["canonicalize", "canonicalize{training=false}", "const-fold", "cse", "tie-weights", "dce"]
+# Every registered pass, alone (the rewrites, fuse-pointwise, and the passes that only
+# annotate or check: shapes, verify, select-scan-mode, assign-kernels).
+EACH = [
+    "canonicalize",
+    "canonicalize{training=false}",
+    "const-fold",
+    "cse",
+    "tie-weights",
+    "dce",
+    "fuse-pointwise",
+    "fuse-pointwise{max_ops=2}",
+    "shapes",
+    "verify",
+    "select-scan-mode{seq_len=64}",
+    "assign-kernels{device=cuda}",
+]
 O2_ORDER = [
     "canonicalize",
     "const-fold",
@@ -42,9 +57,11 @@ SETTINGS = settings(
 
 
 def o2_available() -> str:
-    """The -O2 list restricted to the passes registered now."""
+    """The -O2 pipeline; every pass of it must be registered."""
     parse_pipeline("")  # loads the built-in passes
-    return ",".join(p for p in O2_ORDER if p in PASSES)
+    assert all(p in PASSES for p in O2_ORDER), sorted(set(O2_ORDER) - set(PASSES))
+    assert ",".join(O2_ORDER) == O2
+    return O2
 
 
 def outputs(before: Graph, after: Graph) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +84,7 @@ def check_locs(before: Graph, after: Graph) -> None:
         assert node.loc == locs[node.path], node.path
 
 
-@pytest.mark.parametrize("pipeline", [*MINE, "O2"])
+@pytest.mark.parametrize("pipeline", [*EACH, "O2"])
 @SETTINGS
 @given(graph=graphs())
 def test_pass_preserves_semantics(pipeline: str, graph: Graph) -> None:
@@ -89,7 +106,7 @@ def test_chains_fold_to_one_node_each_and_keep_semantics(graph: Graph) -> None:
     torch.testing.assert_close(y_after, y_before, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", MINE)
+@pytest.mark.parametrize("name", EACH)
 @SETTINGS
 @given(graph=graphs())
 def test_pass_is_idempotent(name: str, graph: Graph) -> None:
