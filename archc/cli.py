@@ -529,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     gn.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     gn.set_defaults(func=cmd_generate)
 
+    from archc.search.cli import add_parser as add_search_parser
+
+    add_search_parser(sub)
     b = sub.add_parser(
         "bench",
         help="benchmarks: compiled vs hand-written, compile times",

@@ -1,0 +1,187 @@
+"""`archc search`: run a study over a spec's space, list its best trials, freeze one.
+
+    archc search SPEC [overrides] [--trials N] [--sampler hhnas|tpe|random|nsga2]
+                 [--objective loss|accuracy|params|flops[,...]] [--dir DIR]
+                 [--storage URL --study NAME] [--seed S]
+    archc search best STUDY [--top K]
+    archc search freeze STUDY --trial N [-o spec.yaml]
+
+A study lives in DIR/study.db (SQLite; default DIR runs/search-<spec name>), which
+several local workers may share, or in any Optuna storage URL (`--storage
+postgresql://...`) with `--study NAME`. STUDY is such a directory, or the study name
+with `--storage`. Running again on the same study continues it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from archc.diagnostics import error
+
+SAMPLERS = ("hhnas", "tpe", "random", "nsga2")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `search` on the CLI's subparsers."""
+    s = sub.add_parser(
+        "search",
+        help="architecture search over a spec's search space (Optuna; HHNAS sampler)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("target", help="a spec with a search section, or `best` / `freeze`")
+    s.add_argument("args", nargs="*", help="overrides (a.b=v), or the STUDY of best/freeze")
+    s.add_argument("--trials", type=int, default=20, help="evaluated trials to add")
+    s.add_argument("--sampler", choices=SAMPLERS, default="hhnas")
+    s.add_argument("--objective", default="loss", help="comma-separated: loss,params,...")
+    s.add_argument("--dir", help="study directory (default runs/search-<spec name>)")
+    s.add_argument("--storage", help="an Optuna storage URL instead of DIR/study.db")
+    s.add_argument("--study", help="the study's name in --storage")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--trial", type=int, help="freeze: the trial number")
+    s.add_argument("-o", "--output", help="freeze: write the spec here (default stdout)")
+    s.add_argument("--top", type=int, default=10, help="best: how many trials")
+    s.set_defaults(func=cmd_search)
+
+
+def _storage(url: str | None, directory: Path | None) -> tuple[str, Path | None]:
+    if url:
+        return url, None
+    assert directory is not None
+    return f"sqlite:///{directory.resolve() / 'study.db'}", directory
+
+
+def _open(storage: str, name: str | None) -> object:
+    """The storage's study `name` (or its only study); located-free user errors."""
+    import optuna
+
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as exc:  # unreachable server, bad URL, missing driver
+        raise error(f"cannot open the study storage {storage!r}: {exc}") from None
+    if name is None:
+        if len(names) != 1:
+            raise error(f"the storage holds {len(names)} studies; name one with --study")
+        name = names[0]
+    if name not in names:
+        raise error(f"no study named {name!r} in {storage!r} (it has: {', '.join(names)})")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _study_place(args: argparse.Namespace) -> tuple[str, str | None]:
+    if not args.args:
+        raise error(
+            f"archc search {args.target} needs the STUDY (a directory or, with "
+            "--storage, a study name)"
+        )
+    where = args.args[0]
+    if args.storage:
+        return args.storage, args.study or where
+    directory = Path(where)
+    if not (directory / "study.db").is_file():
+        raise error(f"{where}: no study here (expected {directory / 'study.db'})")
+    return _storage(None, directory)[0], args.study
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    if args.target == "best":
+        return _best(args)
+    if args.target == "freeze":
+        return _freeze(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from archc.search.study import run_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # archc prints its own summary
+
+    spec = Path(args.target)
+    if not spec.is_file():
+        raise error(f"{args.target}: no such spec file (or use `best` / `freeze`)")
+    if args.trials <= 0:
+        raise error(f"--trials must be positive, got {args.trials}")
+    directory = None if args.storage else Path(args.dir or f"runs/search-{spec.stem}")
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    storage, _ = _storage(args.storage, directory)
+    if args.storage:
+        _check_reachable(storage)
+    study = run_study(
+        spec,
+        objective=args.objective,
+        sampler=args.sampler,
+        n_trials=args.trials,
+        storage=storage,
+        study_name=args.study or spec.stem,
+        seed=args.seed,
+        overrides=list(args.args),
+        run_root=None if directory is None else directory / "runs",
+    )
+    _print_best(study, args.top)
+    where = directory if directory is not None else f"{storage} (study {study.study_name})"
+    print(f"study: {where}; `archc search best {directory or study.study_name}` lists it")
+    return 0
+
+
+def _check_reachable(storage: str) -> None:
+    import optuna
+
+    try:
+        optuna.get_all_study_summaries(storage)
+    except Exception as exc:
+        raise error(f"cannot open the study storage {storage!r}: {exc}") from None
+
+
+def _print_best(study: object, top: int) -> None:
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # type: ignore[attr-defined]
+    if not done:
+        print("no completed trials")
+        return
+    multi = len(study.directions) > 1  # type: ignore[attr-defined]
+    if multi:
+        rows = sorted(study.best_trials, key=lambda t: t.values)  # type: ignore[attr-defined]
+        print(f"Pareto front ({len(rows)} of {len(done)} completed trials):")
+    else:
+        sign = 1 if study.direction.name == "MINIMIZE" else -1  # type: ignore[attr-defined]
+        rows = sorted(done, key=lambda t: sign * t.value)[:top]
+        print(f"best {len(rows)} of {len(done)} completed trials:")
+    for t in rows:
+        values = ", ".join(f"{v:.6g}" for v in t.values)
+        attrs = t.user_attrs
+        params = " ".join(f"{k.rsplit('/', 1)[-1]}={v}" for k, v in sorted(t.params.items()))
+        extra = f" (same graph as #{attrs['dedup_of']})" if "dedup_of" in attrs else ""
+        print(
+            f"  #{t.number:<4} [{values}]  params {attrs.get('params', '?'):,}  "
+            f"hash {attrs.get('graph_hash', '?')}{extra}\n        {params}"
+        )
+
+
+def _best(args: argparse.Namespace) -> int:
+    storage, name = _study_place(args)
+    _print_best(_open(storage, name), args.top)
+    return 0
+
+
+def _freeze(args: argparse.Namespace) -> int:
+    from archc.search.study import freeze_trial
+
+    storage, name = _study_place(args)
+    study = _open(storage, name)
+    if args.trial is None:
+        raise error("archc search freeze needs --trial N (see `archc search best`)")
+    numbers = {t.number for t in study.trials}  # type: ignore[attr-defined]
+    if args.trial not in numbers:
+        raise error(f"the study has no trial {args.trial}")
+    text = freeze_trial(study, args.trial)  # type: ignore[arg-type]
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
