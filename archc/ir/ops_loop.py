@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from archc.ir.opdef import (
     INT,
@@ -43,6 +44,9 @@ from archc.ir.opdef import (
     same_type,
     tensor_of,
 )
+
+if TYPE_CHECKING:
+    from archc.ir.graph import Node
 from archc.ir.types import Attrs, ParamSpec, TensorType, Type
 
 
@@ -173,10 +177,10 @@ HALT_OP = OpDef(
 )
 
 
-def needs_readout(node: object) -> bool:
+def needs_readout(node: Node) -> bool:
     """True if a halt node's training scores the model's prediction after every step
     (deep supervision, or the q-head's answer-correctness target)."""
-    a = getattr(node, "attrs", {})
-    return getattr(node, "op", "") == "halt" and (
+    a = node.attrs
+    return node.op == "halt" and (
         a["supervise"] == "deep" or (a["criterion"] == "q-head" and a["target"] == "answer")
     )

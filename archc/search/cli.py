@@ -52,14 +52,22 @@ def _storage(url: str | None, directory: Path | None) -> tuple[str, Path | None]
     return f"sqlite:///{directory.resolve() / 'study.db'}", directory
 
 
-def _open(storage: str, name: str | None) -> object:
-    """The storage's study `name` (or its only study); located-free user errors."""
+def _study_names(storage: str) -> list[str]:
+    """The studies in `storage`; an unreachable server, bad URL or missing driver is a
+    user error (exit 2), not a traceback."""
     import optuna
 
     try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    except Exception as exc:  # unreachable server, bad URL, missing driver
+        return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as exc:
         raise error(f"cannot open the study storage {storage!r}: {exc}") from None
+
+
+def _open(storage: str, name: str | None) -> object:
+    """The storage's study `name` (or its only study)."""
+    import optuna
+
+    names = _study_names(storage)
     if name is None:
         if len(names) != 1:
             raise error(f"the storage holds {len(names)} studies; name one with --study")
@@ -109,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         directory.mkdir(parents=True, exist_ok=True)
     storage, _ = _storage(args.storage, directory)
     if args.storage:
-        _check_reachable(storage)
+        _study_names(storage)  # fail early and clearly on an unreachable storage
     study = run_study(
         spec,
         objective=args.objective,
@@ -125,15 +133,6 @@ def _run(args: argparse.Namespace) -> int:
     where = directory if directory is not None else f"{storage} (study {study.study_name})"
     print(f"study: {where}; `archc search best {directory or study.study_name}` lists it")
     return 0
-
-
-def _check_reachable(storage: str) -> None:
-    import optuna
-
-    try:
-        optuna.get_all_study_summaries(storage)
-    except Exception as exc:
-        raise error(f"cannot open the study storage {storage!r}: {exc}") from None
 
 
 def _print_best(study: object, top: int) -> None:

@@ -184,7 +184,8 @@ class Halt(nn.Module):
                 q = self.q(self._pool(new, past))  # (*shape, 2): (halt, continue) logits
                 new_sums.append(new.sum(1, keepdim=True) + (0 if sums is None else sums[i]))
                 rec["q"].append(q)
-                rec["target"].append((delta < self.threshold).to(q.dtype))
+                if self.target == "converged":
+                    rec["target"].append((delta < self.threshold).to(q.dtype))
                 halt_now = q[..., 0] > q[..., 1]
             else:
                 halt_now = delta < self.threshold
