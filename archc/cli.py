@@ -381,6 +381,7 @@ BENCH_SUITES = {
     "memory": "archc.bench.memory",  # Titans memory: chunked vs per-token write + read
     "segment": "archc.bench.segment",  # bytes per token: segment recurrence vs full attention
     "passes": "archc.bench.passes",  # -O0 vs -O2: node counts, fwd+bwd time, pipeline time
+    "search": "archc.bench.search",  # sampler regret curves (hhnas/tpe/random), MQAR trials/hour
 }
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from archc.bench.foundation import median_time
+from archc.bench.report import text_table
 
 REPO = Path(__file__).resolve().parents[2]
 B, T = 2, 32
@@ -34,14 +35,9 @@ def _counts(graph: object) -> tuple[int, int]:
 
 
 def _batch(model: object) -> object:
-    import torch
+    from archc.search.latency import random_batch
 
-    graph = model.graph  # type: ignore[attr-defined]
-    first = graph.node(graph.inputs[0])
-    torch.manual_seed(0)
-    if first.attrs["kind"] == "tokens":
-        return torch.randint(0, model.spec.vocab, (B, T))  # type: ignore[attr-defined]
-    return torch.randn(B, T, first.attrs["dim"])
+    return random_batch(model, B, T, "cpu")
 
 
 def _fwd_bwd(model: object, x: object) -> Callable[[], None]:
@@ -138,17 +134,6 @@ def pipeline_times(layers: int, reps: int) -> dict[str, float]:
     }
 
 
-def _table(rows: list[list[str]]) -> str:
-    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for k, r in enumerate(rows):
-        cells = [r[0].ljust(w[0])] + [c.rjust(w[i]) for i, c in enumerate(r) if i]
-        out.append("  ".join(cells).rstrip())
-        if k == 0:
-            out.append("  ".join("-" * x for x in w))
-    return "\n".join(out)
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -169,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"spec library on CPU, B={B} T={T}, d_model={TINY_D} where allowed ({len(rows) - 1} specs):"
     )
-    print(_table(rows))
+    print(text_table(rows))
     t = pipeline_times(48, reps)
     print(
         f"48-layer GPT ({t['nodes']:.0f} IR nodes), median of {reps}: "

@@ -35,12 +35,12 @@ One trial:
    Q[s, a] += alpha * (r + gamma * max_a' Q[s', a'] - Q[s, a]); on a macro action,
    p_j of each flipped bit is multiplied by exp(bit_lr * r) (clipped to [0.05, 0.95]).
 
-The Q-table, the bit probabilities and the update count live in the study's system
-attrs (key `hhnas:policy`), read at every trial and written after every update, so
-several workers (or a resumed study) share and continue one policy. Two workers
-updating at the same moment can lose one update (last write wins): a policy is a
-statistic, not a ledger. Per-trial decisions (parent, action, state, flipped bits)
-are trial system attrs (`hhnas:*`).
+The policy (the Q-table, the bit probabilities, the update count) is not stored as one
+value that workers overwrite: each finished child records its transition (state, action,
+reward, next state, flipped bits) as trial system attrs (`hhnas:*`), and the policy is
+the replay of every recorded transition in completion order. Several workers (or a
+resumed study) therefore share and continue one policy, and no update is lost when two
+workers finish at the same moment.
 """
 
 from __future__ import annotations
@@ -60,10 +60,11 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from archc.search.space import TEMPLATE
+from archc.search.workers import OVER_CAP
 
 ACTIONS = ("macro", "redraw", "step", "crossover")
 N_STATES = 3
-POLICY_KEY = "hhnas:policy"
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def scopes(name: str) -> list[tuple[str, str]]:
@@ -140,16 +141,30 @@ class HHNASSampler(BaseSampler):
     def _n_bits(self, n_templates: int) -> int:
         return max(1, math.ceil(math.log2(max(n_templates, 2))))
 
-    def policy(self, study: Study) -> dict[str, Any]:
-        """The shared policy: {"q": [[...]*4]*3, "bit_p": [...], "updates": n}."""
-        attrs = study._storage.get_study_system_attrs(study._study_id)
-        pol = attrs.get(POLICY_KEY)
-        if pol is None:
-            pol = {"q": [[0.0] * len(ACTIONS) for _ in range(N_STATES)], "bit_p": [], "updates": 0}
-        return pol
-
-    def _save_policy(self, study: Study, pol: dict[str, Any]) -> None:
-        study._storage.set_study_system_attr(study._study_id, POLICY_KEY, pol)
+    def policy(self, study: Study, n_bits: int | None = None) -> dict[str, Any]:
+        """The shared policy, {"q": [[...]*4]*3, "bit_p": [...]*n_bits, "updates": n}: the
+        replay of every finished child's transition, in completion order."""
+        if n_bits is None:
+            macro = self.space.distributions().get(self.macro_param) if self.space else None
+            n_bits = self._n_bits(len(macro.choices)) if macro is not None else 0
+        q = [[0.0] * len(ACTIONS) for _ in range(N_STATES)]
+        bit_p = [1.0 / n_bits] * n_bits if n_bits else []
+        steps = [
+            t
+            for t in study.get_trials(deepcopy=False, states=_FINISHED)
+            if "hhnas:reward" in t.system_attrs and t.datetime_complete is not None
+        ]
+        steps.sort(key=lambda t: (t.datetime_complete, t.number))
+        for t in steps:
+            attrs = t.system_attrs
+            s, a = attrs["hhnas:state"], ACTIONS.index(attrs["hhnas:action"])
+            reward, s_next = attrs["hhnas:reward"], attrs["hhnas:next_state"]
+            q[s][a] += self.alpha * (reward + self.gamma * max(q[s_next]) - q[s][a])
+            for j in attrs.get("hhnas:bits", []):
+                if j < len(bit_p):  # else the template count changed: nothing to adapt
+                    p = bit_p[j] * math.exp(self.bit_lr * reward)
+                    bit_p[j] = float(np.clip(p, 0.05, 0.95))
+        return {"q": q, "bit_p": bit_p, "updates": len(steps)}
 
     # -- optuna sampler API -----------------------------------------------------------------
 
@@ -176,23 +191,19 @@ class HHNASSampler(BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        if not search_space:
-            return {}
+        if not search_space or trial.params:
+            return {}  # a re-queued trial keeps the parameters it was killed with
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(done) < self.n_startup_trials:
             return {}
         done = sorted(done, key=lambda t: t.number)
-        pol = self.policy(study)
+        macro = search_space.get(self.macro_param)
+        is_macro = isinstance(macro, CategoricalDistribution)
+        pol = self.policy(study, self._n_bits(len(macro.choices)) if is_macro else 0)
         vals = [list(t.values) for t in done]
         scores = self._scores(study, vals)
         state = self._state(study, vals)
-        macro = search_space.get(self.macro_param)
-        if isinstance(macro, CategoricalDistribution):
-            nb = self._n_bits(len(macro.choices))
-            if len(pol["bit_p"]) != nb:
-                pol["bit_p"] = [1.0 / nb] * nb
-                self._save_policy(study, pol)
-        allowed = [a for a in ACTIONS if a != "macro" or isinstance(macro, CategoricalDistribution)]
+        allowed = [a for a in ACTIONS if a != "macro" or is_macro]
         if self._rng.rand() < self.epsilon:
             action = allowed[self._rng.randint(len(allowed))]
         else:
@@ -234,8 +245,8 @@ class HHNASSampler(BaseSampler):
         values: Any,
     ) -> None:
         action = trial.system_attrs.get("hhnas:action")
-        if action is None:
-            return
+        if action is None or trial.user_attrs.get(OVER_CAP):
+            return  # not a child of ours, or never evaluated (the study's cap was reached)
         parent = study._storage.get_trial(trial.system_attrs["hhnas:parent"])
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         vals = [list(t.values) for t in sorted(done, key=lambda t: t.number)]
@@ -244,18 +255,9 @@ class HHNASSampler(BaseSampler):
             vals.append(list(values))
         else:
             reward = -1.0
-        s_next = self._state(study, vals)
-        pol = self.policy(study)
-        s, a = trial.system_attrs["hhnas:state"], ACTIONS.index(action)
-        q = pol["q"]
-        q[s][a] += self.alpha * (reward + self.gamma * max(q[s_next]) - q[s][a])
-        for j in trial.system_attrs.get("hhnas:bits", []):
-            if j >= len(pol["bit_p"]):
-                continue  # the template count changed under us: nothing to adapt
-            p = pol["bit_p"][j] * math.exp(self.bit_lr * reward)
-            pol["bit_p"][j] = float(np.clip(p, 0.05, 0.95))
-        pol["updates"] = pol.get("updates", 0) + 1
-        self._save_policy(study, pol)
+        system = study._storage
+        system.set_trial_system_attr(trial._trial_id, "hhnas:reward", reward)
+        system.set_trial_system_attr(trial._trial_id, "hhnas:next_state", self._state(study, vals))
 
     # -- selection ----------------------------------------------------------------------------
 

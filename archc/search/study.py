@@ -9,19 +9,25 @@ One trial: the sampler proposes parameters -> the concrete spec is built and che
 (constraints.build_candidate) -> an infeasible one is told PRUNED with user attr
 `infeasible` and costs no training (and no budget: `n_trials` counts evaluated trials;
 after `max_infeasible` infeasible draws in a row the study stops with a located error)
--> a candidate whose de-dup key (IR hash + train settings) matches a complete trial's
-reuses its values (user attr `dedup_of`) -> else the objective runs.
+-> with a study-wide cap (`max_trials`), a slot is claimed (archc.search.workers) ->
+a candidate whose de-dup key (IR hash + train settings) matches a complete trial's
+reuses its values (user attr `dedup_of`) -> else the objective runs, with a heartbeat
+recorded for the trial, so that a worker killed mid-trial has its trial failed and
+re-queued by the others (archc.search.storage).
 
 Objectives: a callable (spec, trial) -> value or values (give `directions`), or names
 joined by commas: `loss` (min), `accuracy` (max) — the final validation metrics of an
-archc training run — and `params` (min), `flops` (min, forward FLOPs per token) from
-the cost model. Several names make a multi-objective (Pareto) study. Single-objective
+archc training run — `params` (min), `flops` (min, forward FLOPs per token) from the
+cost model, and `latency` (min, ms per forward batch measured on this machine,
+archc.search.latency). Several names make a multi-objective (Pareto) study. Single-objective
 training studies report every evaluation to the pruner (median by default).
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +45,24 @@ from archc.search.constraints import (
     load_space,
 )
 from archc.search.hhnas import HHNASSampler, make_sampler
+from archc.search.latency import forward_latency_ms
+from archc.search.storage import HEARTBEAT_S, open_storage
+from archc.search.workers import (
+    INFEASIBLE,
+    cap_reached,
+    claim_slot,
+    fail_stale,
+    heartbeat,
+    heartbeat_interval,
+)
 
-METRICS = {"loss": "minimize", "accuracy": "maximize", "params": "minimize", "flops": "minimize"}
+METRICS = {
+    "loss": "minimize",
+    "accuracy": "maximize",
+    "params": "minimize",
+    "flops": "minimize",
+    "latency": "minimize",
+}
 TRAINED = ("loss", "accuracy")
 Objective = Callable[[Spec, Trial], float | Sequence[float]]
 
@@ -112,6 +134,9 @@ def builtin_objective(names: list[str], run_root: str | Path | None, prune: bool
                 metrics = train_metrics(spec, Path(run_root) / f"trial-{trial.number}", on_eval)
             trial.set_user_attr("eval", metrics)
         costs = {"params": trial.user_attrs["params"], "flops": trial.user_attrs["flops"]}
+        if "latency" in names:
+            costs["latency"] = forward_latency_ms(spec)
+            trial.set_user_attr("latency_ms", costs["latency"])
         return [float(metrics[n]) if n in TRAINED else float(costs[n]) for n in names]
 
     return objective
@@ -124,12 +149,121 @@ def _find_duplicate(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial |
     return None
 
 
+def open_study(
+    storage: str | optuna.storages.BaseStorage | None,
+    study_name: str | None,
+    directions: Sequence[str],
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+    heartbeat: int = HEARTBEAT_S,
+) -> optuna.Study:
+    """Create or load a study; a URL gets heartbeats and re-queued trials (storage.py)."""
+    if isinstance(storage, str):
+        storage = open_storage(storage, heartbeat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.create_study(
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            study_name=study_name,
+            directions=list(directions),
+            load_if_exists=True,
+        )
+
+
+class _Search:
+    """One worker's loop over a study (see run_study)."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        src: SpaceSource,
+        fn: Objective,
+        overrides: Sequence[str],
+        max_trials: int | None,
+        max_infeasible: int,
+    ) -> None:
+        self.study, self.src, self.fn, self.overrides = study, src, fn, overrides
+        self.max_trials, self.max_infeasible = max_trials, max_infeasible
+        self.infeasible_run = 0
+        interval = heartbeat_interval(study._storage)
+        self.poll_s = min(1.0, interval / 2) if interval else 1.0
+
+    def run(self, n_trials: int | None) -> None:
+        """Evaluate up to `n_trials` trials (None: until the study's cap is reached)."""
+        done = 0
+        while n_trials is None or done < n_trials:
+            fail_stale(self.study)
+            if cap_reached(self.study, self.max_trials):
+                # Stay while other workers' trials run: one that dies is re-queued here.
+                if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    return
+                time.sleep(self.poll_s)
+                continue
+            with warnings.catch_warnings():  # Optuna expects heartbeats from optimize() only
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = self.study.ask()
+            with heartbeat(self.study._storage, trial._trial_id):
+                done += self.one(trial)
+
+    def one(self, trial: Trial) -> int:
+        """Sample, check, claim a slot, evaluate and tell one trial; 1 if it was evaluated."""
+        study = self.study
+        params = self.src.space.sample(trial)
+        try:
+            cand = build_candidate(self.src, params, self.overrides)
+        except Infeasible as exc:
+            trial.set_user_attr(INFEASIBLE, str(exc))
+            study.tell(trial, state=TrialState.PRUNED)
+            self.infeasible_run += 1
+            if self.infeasible_run >= self.max_infeasible:
+                raise error(
+                    f"no candidate satisfies the search space's constraints: "
+                    f"{self.infeasible_run} draws in a row were infeasible (last: {exc})",
+                    self.src.space.constraints_loc or self.src.space.loc,
+                    hint="loosen the constraints or narrow the domains",
+                ) from None
+            return 0
+        self.infeasible_run = 0
+        for k, v in (
+            ("ir_key", cand.key),
+            ("graph_hash", cand.graph_hash),
+            ("params", cand.parameters),
+            ("flops", cand.flops_per_token),
+        ):
+            trial.set_user_attr(k, v)
+        if self.max_trials is not None and not claim_slot(study, trial, self.max_trials):
+            study.tell(trial, state=TrialState.PRUNED)
+            return 0
+        dup = _find_duplicate(study, cand.key)
+        if dup is not None:
+            trial.set_user_attr("dedup_of", dup.number)
+            study.tell(trial, list(dup.values))
+            return 1
+        try:
+            values = self.fn(cand.spec, trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return 1
+        except DiagnosticError as exc:  # e.g. training diverged: the study goes on
+            trial.set_user_attr("error", "; ".join(d.message for d in exc.diagnostics))
+            study.tell(trial, state=TrialState.FAIL)
+            return 1
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, values)
+        return 1
+
+
 def run_study(
     spec: str | Path | SpaceSource,
     objective: str | Objective = "loss",
     sampler: str | optuna.samplers.BaseSampler = "hhnas",
-    n_trials: int = 20,
+    n_trials: int | None = 20,
     *,
+    max_trials: int | None = None,
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
     seed: int | None = 0,
@@ -138,9 +272,14 @@ def run_study(
     pruner: str | None = "auto",
     run_root: str | Path | None = None,
     max_infeasible: int = 50,
+    heartbeat_s: int = HEARTBEAT_S,
     sampler_options: dict[str, Any] | None = None,
 ) -> optuna.Study:
-    """Search `spec`'s space: `n_trials` evaluated trials (see the module docstring)."""
+    """Search `spec`'s space (see the module docstring): this worker evaluates up to
+    `n_trials` trials, and the study as a whole at most `max_trials` (None: no cap;
+    `n_trials=None` runs until the cap)."""
+    if n_trials is None and max_trials is None:
+        raise error("give a number of trials for this worker, a study-wide cap, or both")
     src = spec if isinstance(spec, SpaceSource) else load_space(spec)
     if isinstance(objective, str):
         names = parse_objective(objective)
@@ -149,7 +288,7 @@ def run_study(
             pruner = "median" if len(names) == 1 and names[0] in TRAINED else None
         fn = builtin_objective(names, run_root, prune=pruner not in (None, "none"))
     else:
-        fn, dirs = objective, list(directions or ["minimize"])
+        names, fn, dirs = [], objective, list(directions or ["minimize"])
         pruner = None if pruner == "auto" else pruner
     if len(dirs) > 1:
         pruner = None  # optuna prunes single-objective studies only
@@ -157,63 +296,15 @@ def run_study(
         sampler = make_sampler(sampler, seed, **(sampler_options or {}))
     if isinstance(sampler, HHNASSampler) and sampler.space is None:
         sampler.space = src.space
-    study = optuna.create_study(
-        storage=storage,
-        sampler=sampler,
-        pruner=make_pruner(pruner),
-        study_name=study_name,
-        directions=dirs,
-        load_if_exists=True,
-    )
+    study = open_study(storage, study_name, dirs, sampler, make_pruner(pruner), heartbeat_s)
     where = Path(src.name)
-    study.set_user_attr("spec", str(where.resolve()) if where.is_file() else src.name)
-    study.set_user_attr("overrides", list(overrides))
-    done, infeasible_run, last = 0, 0, ""
-    while done < n_trials:
-        trial = study.ask()
-        params = src.space.sample(trial)
-        try:
-            cand = build_candidate(src, params, overrides)
-        except Infeasible as exc:
-            last = str(exc)
-            trial.set_user_attr("infeasible", last)
-            study.tell(trial, state=TrialState.PRUNED)
-            infeasible_run += 1
-            if infeasible_run >= max_infeasible:
-                raise error(
-                    f"no candidate satisfies the search space's constraints: {infeasible_run} "
-                    f"draws in a row were infeasible (last: {last})",
-                    src.space.constraints_loc or src.space.loc,
-                    hint="loosen the constraints or narrow the domains",
-                ) from None
-            continue
-        infeasible_run = 0
-        done += 1
-        for k, v in (
-            ("ir_key", cand.key),
-            ("graph_hash", cand.graph_hash),
-            ("params", cand.parameters),
-            ("flops", cand.flops_per_token),
-        ):
-            trial.set_user_attr(k, v)
-        dup = _find_duplicate(study, cand.key)
-        if dup is not None:
-            trial.set_user_attr("dedup_of", dup.number)
-            study.tell(trial, list(dup.values))
-            continue
-        try:
-            values = fn(cand.spec, trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        except DiagnosticError as exc:  # e.g. training diverged: the study goes on
-            trial.set_user_attr("error", "; ".join(d.message for d in exc.diagnostics))
-            study.tell(trial, state=TrialState.FAIL)
-            continue
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        study.tell(trial, values)
+    for key, value in (
+        ("spec", str(where.resolve()) if where.is_file() else src.name),
+        ("overrides", list(overrides)),
+        ("objectives", names or [f"objective {i}" for i in range(len(dirs))]),
+    ):
+        study.set_user_attr(key, value)
+    _Search(study, src, fn, overrides, max_trials, max_infeasible).run(n_trials)
     return study
 
 

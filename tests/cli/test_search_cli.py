@@ -40,6 +40,44 @@ def test_search_best_and_freeze(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert len(done) == 10
 
 
+def test_workers_share_a_capped_study_then_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two worker processes, a study-wide cap of 4, a measured-latency objective; then the
+    plots of the Pareto study."""
+    import optuna
+
+    study = tmp_path / "study"
+    argv = ["search", str(SPEC), "--objective", "params,latency", "--workers", "2"]
+    assert run([*argv, "--max-trials", "4", "--dir", str(study), "--heartbeat", "1"]) == 0
+    assert "Pareto front" in capsys.readouterr().out
+    loaded = optuna.load_study(study_name="search-mqar", storage=f"sqlite:///{study}/study.db")
+    done = [t for t in loaded.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4  # the cap holds across both workers
+    for t in done:
+        assert t.values[1] == t.user_attrs["latency_ms"] > 0 or "dedup_of" in t.user_attrs
+    # Running again at the same cap adds nothing.
+    assert (
+        run([*argv[:2], "--objective", "params,latency", "--max-trials", "4", "--dir", str(study)])
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        len(
+            optuna.load_study(
+                study_name="search-mqar", storage=f"sqlite:///{study}/study.db"
+            ).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        )
+        == 4
+    )
+    assert run(["search", "plot", str(study)]) == 0
+    written = capsys.readouterr().out
+    for name in ("history.png", "pareto.png"):
+        path = study / "plots" / name
+        assert f"wrote {path}" in written
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -51,6 +89,12 @@ def test_search_best_and_freeze(tmp_path: Path, capsys: pytest.CaptureFixture[st
             "cannot open the study storage",
         ),
         (["search", str(SPEC), "--trials", "0"], "--trials must be positive"),
+        (["search", str(SPEC), "--max-trials", "-1"], "--max-trials must be positive"),
+        (["search", "plot", "{tmp}/none"], "no study here"),
+        (
+            ["search", str(SPEC), "--storage", "postgresql://nobody@127.0.0.1:1/none"],
+            "cannot open the study storage",
+        ),
     ],
 )
 def test_user_errors_exit_2(argv: list[str], message: str, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
@@ -12,48 +11,22 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.samplers import NSGAIISampler, RandomSampler, TPESampler
 
-from archc.diagnostics import Collector
-from archc.frontend.yaml import load_yaml
+from archc.bench.search import synthetic_objective, synthetic_space
 from archc.search.hhnas import (
-    POLICY_KEY,
     HHNASSampler,
     active,
     gene_group,
     make_sampler,
     scopes,
 )
-from archc.search.space import SearchSpace, parse_space
+from archc.search.space import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-# A templated synthetic space: 4 templates (2 macro bits), 3 ints each, one global choice.
-N_TEMPLATES = 4
-SYNTH = "search:\n  d_model: {choice: [16, 32, 64, 128, 256]}\n  templates:\n" + "".join(
-    f"    t{t}:\n" + "".join(f"      vars.x{i}: {{int: [0, 31]}}\n" for i in range(3))
-    for t in range(N_TEMPLATES)
-)
-OFFSET = [0.6, 0.4, 0.2, 0.0]  # template t3 holds the optimum
-CENTRE = [[5, 20, 11], [27, 3, 16], [14, 30, 8], [22, 9, 25]]
-
-
-def _space(text: str) -> SearchSpace:
-    data, locs = load_yaml(text, "<synthetic>")
-    diags = Collector()
-    space = parse_space(data["search"], locs, diags)
-    assert not diags and space is not None
-    return space
-
-
-def synthetic(p: dict) -> float:
-    """Known optimum 0 at template t3, x = CENTRE[3], d_model = 64."""
-    t = int(p["tmpl"][1:])
-    dist = sum(((p[f"tmpl=t{t}/vars.x{i}"] - CENTRE[t][i]) / 31) ** 2 for i in range(3))
-    return OFFSET[t] + dist + 0.05 * (math.log2(p["d_model"]) - 6) ** 2
 
 
 def _best(sampler: optuna.samplers.BaseSampler, space: SearchSpace, n: int) -> float:
     study = optuna.create_study(sampler=sampler)
-    study.optimize(lambda trial: synthetic(space.sample(trial)), n_trials=n)
+    study.optimize(lambda trial: synthetic_objective(space.sample(trial)), n_trials=n)
     return study.best_value
 
 
@@ -90,10 +63,10 @@ def test_small_steps_stay_in_range_and_move() -> None:
 
 
 def test_macro_flips_bits_and_inherits_the_templates_best_genes() -> None:
-    space = _space(SYNTH)
+    space = synthetic_space()
     s = HHNASSampler(seed=1, space=space)
     study = optuna.create_study(sampler=s)
-    study.optimize(lambda trial: synthetic(space.sample(trial)), n_trials=12)
+    study.optimize(lambda trial: synthetic_objective(space.sample(trial)), n_trials=12)
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     scores = [t.value for t in done]
     pol = {"q": [[0.0] * 4] * 3, "bit_p": [1.0, 0.0], "updates": 0}  # always flip bit 0
@@ -114,16 +87,16 @@ def test_macro_flips_bits_and_inherits_the_templates_best_genes() -> None:
 
 
 def test_policy_is_stored_in_the_study_and_continued_by_another_worker(tmp_path: Path) -> None:
-    space = _space(SYNTH)
+    space = synthetic_space()
     url = f"sqlite:///{tmp_path / 'study.db'}"
 
     def objective(trial: optuna.Trial) -> float:
-        return synthetic(space.sample(trial))
+        return synthetic_objective(space.sample(trial))
 
     first = HHNASSampler(seed=0, space=space, n_startup_trials=4)
     study = optuna.create_study(storage=url, study_name="s", sampler=first)
     study.optimize(objective, n_trials=14)
-    stored = study._storage.get_study_system_attrs(study._study_id)[POLICY_KEY]
+    stored = first.policy(study)
     assert stored["updates"] == 10  # one update per trial after the 4 random ones
     assert any(v != 0.0 for row in stored["q"] for v in row)
     assert len(stored["bit_p"]) == 2
@@ -137,7 +110,7 @@ def test_policy_is_stored_in_the_study_and_continued_by_another_worker(tmp_path:
     assert second.policy(again) == stored
     # ... and continues it rather than starting over.
     again.optimize(objective, n_trials=5)
-    after = again._storage.get_study_system_attrs(again._study_id)[POLICY_KEY]
+    after = second.policy(again)
     assert after["updates"] == 15
 
 
@@ -154,7 +127,7 @@ def test_multi_objective_tournament_uses_pareto_rank() -> None:
 
 def test_hhnas_beats_random_search_on_a_templated_space() -> None:
     """Median regret over 20 seeds at 40 trials (the optimum is 0, so regret = best)."""
-    space = _space(SYNTH)
+    space = synthetic_space()
     budget, seeds = 40, range(20)
     hh, rnd = [], []
     for seed in seeds:
@@ -166,7 +139,7 @@ def test_hhnas_beats_random_search_on_a_templated_space() -> None:
 
 
 def test_random_params_match_optuna_sampling_domains() -> None:
-    space = _space(SYNTH)
+    space = synthetic_space()
     dists = space.distributions()
     rng = np.random.RandomState(0)
     for _ in range(30):
