@@ -45,6 +45,7 @@ _map_checkout_subpackages()
 
 from archc.api import compile, load, to_graph  # noqa: E402
 from archc.diagnostics import Diagnostic, DiagnosticError, SourceLoc  # noqa: E402
+from archc.extend import register_cell  # noqa: E402
 from archc.frontend.components import ComponentDef, register_component  # noqa: E402
 from archc.frontend.resolve import load_spec  # noqa: E402
 from archc.frontend.schema import Spec  # noqa: E402
@@ -59,6 +60,7 @@ __all__ = [
     "compile",
     "load",
     "load_spec",
+    "register_cell",
     "register_component",
     "to_graph",
     "train",

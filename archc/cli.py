@@ -1,4 +1,5 @@
-"""The `archc` command line: check, fmt, compile, info, graph, train, eval, generate, bench.
+"""The `archc` command line: check, fmt, export-schema, compile, info, graph, train, eval,
+generate, bench.
 
 User mistakes print `file:line:col: error: ...` diagnostics and exit 2, never a
 traceback (ARCHC_DEBUG=1 re-raises). torch is imported only by commands that build a
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from archc import knobs
+from archc.bench import SUITES
 from archc.diagnostics import DiagnosticError, error
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
@@ -83,6 +85,18 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         Path(args.spec).write_text(out)
     else:
         _write(out, args.output)
+    return EXIT_OK
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    if args.reference:
+        from archc.frontend.reference import render_reference
+
+        _write(render_reference(), args.output)
+    else:
+        from archc.frontend.json_schema import render_schema
+
+        _write(render_schema(), args.output)
     return EXIT_OK
 
 
@@ -374,22 +388,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BENCH_SUITES = {
-    "foundation": "archc.bench.foundation",  # compile times, compiled vs hand-written fwd+bwd
-    "training": "archc.bench.training",  # archc train vs hand-written training loops
-    "scan": "archc.bench.scan",  # scan modes and kernels vs sequential loops
-    "memory": "archc.bench.memory",  # Titans memory: chunked vs per-token write + read
-    "segment": "archc.bench.segment",  # bytes per token: segment recurrence vs full attention
-    "passes": "archc.bench.passes",  # -O0 vs -O2: node counts, fwd+bwd time, pipeline time
-    "search": "archc.bench.search",  # sampler regret curves (hhnas/tpe/random), MQAR trials/hour
-}
+BENCH_SUITES = {**SUITES, "all": "archc.bench.all"}  # all: every suite, one report
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(BENCH_SUITES[args.suite])
-    module.main(["--quick"] if args.quick else [])
+    module.main((["--quick"] if args.quick else []) + list(args.bench_args))
     return EXIT_OK
 
 
@@ -442,6 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", help="write here instead of stdout")
     f.add_argument("-i", "--in-place", action="store_true", help="rewrite the file")
     f.set_defaults(func=cmd_fmt)
+
+    x = sub.add_parser(
+        "export-schema",
+        help="print the JSON Schema of YAML specs (no torch import)",
+        description="Print a JSON Schema (draft 2020-12) of YAML specs, for editors; "
+        "--reference prints the spec-language reference (docs/reference.md) instead.",
+    )
+    x.add_argument("-o", "--output", help="write here instead of stdout")
+    x.add_argument(
+        "--reference", action="store_true", help="the Markdown reference, not the schema"
+    )
+    x.set_defaults(func=cmd_export_schema)
 
     k = sub.add_parser(
         "compile",
@@ -542,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
         "suite", nargs="?", default="foundation", choices=list(BENCH_SUITES), help="which"
     )
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
+    b.add_argument(
+        "bench_args", nargs=argparse.REMAINDER, help="passed to the suite (e.g. all: --out DIR)"
+    )
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -65,6 +65,17 @@ class MlpParams(Params):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
+class GateParams(Params):
+    """A gated unit (GLU / GAU / MossFormer's GCU): two projections of x to `hidden`
+    channels, u = W_u x + b_u and v = W_v x + b_v; the body runs on v (keeping its width)
+    and the output is act(u) * body(v), (B, T, hidden). `act: sigmoid` with an identity
+    body is the GLU."""
+
+    hidden: int | None = Field(default=None, gt=0, description="gate width (default: input)")
+    act: Activation = Field(default="sigmoid", description="applied to the gate u")
+    bias: bool = True
+
+
 class Conv1dParams(Params):
     kernel: int = Field(default=4, gt=0)
     out: int | None = Field(default=None, gt=0)
@@ -86,6 +97,12 @@ class AttentionParams(Params):
     kv_heads: int | None = Field(default=None, gt=0, description="grouped-query heads")
     mask: Literal["causal", "none"] = "causal"
     window: int | None = Field(default=None, gt=0, description="sliding window (tokens)")
+    chunk: int | None = Field(
+        default=None, gt=0, description="attend only inside non-overlapping chunks (TCNCA)"
+    )
+    rank: int | None = Field(
+        default=None, gt=0, description="low-rank q/k projections: d -> rank -> d"
+    )
     pos: Literal["none", "rope"] = "none"
     rope_base: float = Field(default=10000.0, gt=0)
     bias: bool = False
@@ -152,6 +169,19 @@ class GruParams(NewtonRecurrentParams):
     )
 
 
+class LstmParams(NewtonRecurrentParams):
+    """LSTM. `recurrent: full` (default) is torch.nn.LSTM; `recurrent: diagonal` is the
+    ParaRNN diagonal LSTM (ParaLSTM: dense input projection, per-unit recurrent weights,
+    2 x 2 block-diagonal Jacobian in (c, h)), which `mode: newton` solves over the whole
+    sequence at once. `mode`, `newton_iters` and `newton_tol` apply to diagonal only."""
+
+    recurrent: Literal["full", "diagonal"] = "full"
+    mode: ScanMode | None = Field(
+        default=None,
+        description="diagonal only: auto (Newton on CUDA, the loop on CPU) | sequential | newton",
+    )
+
+
 class MinRnnParams(Params):
     """minGRU / minLSTM (Feng et al. 2024): gates read x_t only, so the recurrence is
     linear in h and runs as a parallel scan."""
@@ -181,10 +211,9 @@ class SsmParams(Params):
     )
 
 
-class GlaParams(Params):
-    """Gated linear attention (Yang et al. 2023): per head a (key_dim, D/heads) matrix
-    state S_t = diag(g_t) S_{t-1} + k_t^T v_t, o_t = q_t S_t, with a per-key-dim decay
-    log g_t = logsigmoid(W_g x_t + b_g) / 16."""
+class KeyedMatrixParams(Params):
+    """The settings shared by the matrix-state layers with a free key width (gla,
+    plstm): per head a (key_dim, D/heads) state, run sequentially or in chunks."""
 
     heads: int = Field(default=4, gt=0)
     key_dim: int | None = Field(
@@ -195,6 +224,19 @@ class GlaParams(Params):
     bidirectional: bool = Field(
         default=False, description="also run it backwards; outputs concatenated (2x width)"
     )
+
+
+class GlaParams(KeyedMatrixParams):
+    """Gated linear attention (Yang et al. 2023): per head a (key_dim, D/heads) matrix
+    state S_t = diag(g_t) S_{t-1} + k_t^T v_t, o_t = q_t S_t, with a per-key-dim decay
+    log g_t = logsigmoid(W_g x_t + b_g) / 16."""
+
+
+class PlstmParams(KeyedMatrixParams):
+    """pLSTM, 1-D case (Pöppel et al. 2025): per head a (key_dim, D/heads) matrix state
+    C_t = T_t C_{t-1} + S_t k_t^T v_t, o_t = M_t q_t C_t, with per-head input-dependent
+    source S_t = sigmoid(.), signed transition T_t = tanh(.) (P-mode, |T_t| < 1) and
+    mark M_t = sigmoid(.)."""
 
 
 class DeltaParams(Params):
@@ -224,13 +266,21 @@ class SparseAttentionParams(Params):
     style): keys are cut into blocks of `block` tokens, each summarised by its mean key;
     a query scores the summaries of the complete blocks before its own, keeps the
     `topk` best, and attends over their tokens, its own block (causally) and an optional
-    sliding `window` of recent tokens."""
+    sliding `window` of recent tokens. `levels: 2` makes the selection hierarchical
+    (HiP / DHSA): super-blocks of `fanout` blocks, scored by their mean keys, are kept
+    `super_topk` at a time, and only the blocks inside the kept super-blocks (and the
+    query's own, partial super-block) compete for the `topk` block slots."""
 
     heads: int = Field(default=4, gt=0)
     kv_heads: int | None = Field(default=None, gt=0, description="grouped-query heads")
     block: int = Field(default=16, gt=0, description="tokens per block")
     topk: int = Field(default=2, gt=0, description="past blocks each query retrieves")
     window: int | None = Field(default=None, gt=0, description="extra sliding window")
+    levels: Literal[1, 2] = Field(default=1, description="1: flat top-k; 2: super-blocks first")
+    fanout: int | None = Field(default=None, gt=1, description="blocks per super-block (levels 2)")
+    super_topk: int | None = Field(
+        default=None, gt=0, description="super-blocks each query keeps (levels 2)"
+    )
     pos: Literal["none", "rope"] = "none"
     rope_base: float = Field(default=10000.0, gt=0)
     bias: bool = False
@@ -438,8 +488,20 @@ class HaltParams(Params):
     )
 
 
+class UpscaleParams(Params):
+    """Depth up-scaling (SOLAR, Kim et al. 2023) of a repeat of n blocks: from training
+    step `at_step` the n-block stack becomes 2 (n - drop) blocks, [blocks 0..n-drop-1]
+    followed by [blocks drop..n-1] (copied weights)."""
+
+    drop: int = Field(gt=0, description="m: blocks dropped from each copy's seam")
+    at_step: int = Field(ge=0, description="training step at which the depth grows")
+
+
 class RepeatParams(Params):
     n: int = Field(default=2, gt=0)
+    upscale: UpscaleParams | None = Field(
+        default=None, description="grow the depth during training (SOLAR depth up-scaling)"
+    )
 
 
 _CARRY = re.compile(r"^(memory-tokens|kv-window|fast-weights)\((\d+)\)$")
@@ -533,15 +595,17 @@ for _c in (
     ComponentDef("seq", BodyParams, None, body=True, doc="the body in order"),
     ComponentDef("mlp", MlpParams, "mult", doc="two-layer or gated MLP"),
     ComponentDef("conv1d", Conv1dParams, "kernel", doc="causal/dilated/depthwise conv"),
+    ComponentDef("gate", GateParams, "hidden", body=True, doc="act(W_u x) * body(W_v x)"),
     ComponentDef("attention", AttentionParams, "heads", doc="multi-head attention via SDPA"),
     ComponentDef("head", HeadParams, None, doc="output projection to the vocabulary"),
-    ComponentDef("lstm", RecurrentParams, "hidden", doc="LSTM (sequential scan)"),
+    ComponentDef("lstm", LstmParams, "hidden", doc="LSTM: full (nn.LSTM) or diagonal (newton)"),
     ComponentDef("gru", GruParams, "hidden", doc="GRU: full (nn.GRU) or diagonal (newton)"),
     ComponentDef("rnn", RnnParams, "hidden", doc="Elman RNN: tanh, relu or leaky (tau)"),
     ComponentDef("mingru", MinRnnParams, "hidden", doc="minGRU: h = (1-z) h + z W_h x"),
     ComponentDef("minlstm", MinRnnParams, "hidden", doc="minLSTM with normalised f/i gates"),
     ComponentDef("ssm", SsmParams, "hidden", doc="diagonal SSM: s4d | lru | selective"),
     ComponentDef("gla", GlaParams, "heads", doc="gated linear attention (matrix state)"),
+    ComponentDef("plstm", PlstmParams, "heads", doc="pLSTM, 1-D (source/transition/mark)"),
     ComponentDef("delta", DeltaParams, "heads", doc="DeltaNet delta-rule layer (matrix state)"),
     ComponentDef("aaren", AarenParams, "heads", doc="Aaren: attention as an RNN (learned query)"),
     ComponentDef("cell", CellParams, None, doc="custom recurrent cell from expressions"),
@@ -571,3 +635,15 @@ from archc.frontend.components_memory import MemoryParams, TitansParams  # noqa:
 
 register_component(ComponentDef("memory", MemoryParams, "store", doc="mlp | matrix | tokens"))
 register_component(ComponentDef("titans", TitansParams, "variant", doc="Titans: mac|mag|mal"))
+
+# Prefix-conditioned components: components_prefix.py (subclasses of Params).
+from archc.frontend.components_prefix import LinearAttentionParams, Seq2SeqParams  # noqa: E402
+
+register_component(
+    ComponentDef("seq2seq", Seq2SeqParams, "source", doc="LSTM encoder-decoder over one stream")
+)
+register_component(
+    ComponentDef(
+        "linear_attention", LinearAttentionParams, "heads", doc="linear attention (+ JRT prefix)"
+    )
+)

@@ -47,13 +47,17 @@ class MqarParams(TaskParams):
     num_kv_pairs: int = Field(default=8, gt=0, description="key-value pairs per sequence")
     power_a: float = Field(default=0.01, gt=0, description="power-law query gap exponent")
     random_non_queries: bool = Field(default=True, description="random filler, not token 0")
+    repeat_context: int = Field(
+        default=1, ge=1, description="JRT-Prompt: the key-value pairs written this many times"
+    )
 
     def min_seq_len(self) -> tuple[int, str, str]:
-        p = self.num_kv_pairs
+        p, r = self.num_kv_pairs, self.repeat_context
+        copies = f" x repeat_context={r}" if r > 1 else ""
         return (
-            4 * p,
-            f"mqar with num_kv_pairs={p} (the pairs, then room for every query)",
-            ("fewer num_kv_pairs"),
+            2 * p * r + 2 * p,
+            f"mqar with num_kv_pairs={p}{copies} (the pairs, then room for every query)",
+            ("fewer num_kv_pairs" + (" or a smaller repeat_context" if r > 1 else "")),
         )
 
     @field_validator("num_kv_pairs")
@@ -117,6 +121,22 @@ class CopyParams(TaskParams):
         )
 
 
+class ReverseParams(TaskParams):
+    """Reverse: after a delimiter, emit the `length` data tokens in reverse order,
+    teacher-forced (each target step reads the previous target token)."""
+
+    length: int = Field(default=8, gt=0, description="tokens to reverse")
+    alphabet: int = Field(default=8, ge=2, description="distinct data symbols")
+
+    def min_seq_len(self) -> tuple[int, str, str]:
+        n = self.length
+        return (
+            2 * n,
+            f"reverse with length={n} (the data, a delimiter, then the reversal)",
+            ("a smaller length"),
+        )
+
+
 class SelectiveCopyParams(TaskParams):
     """Selective copying (Mamba): copy the data tokens scattered among blanks, in order."""
 
@@ -143,6 +163,7 @@ TASK_PARAMS: dict[str, type[TaskParams]] = {
     "parity": ParityParams,
     "dms": DmsParams,
     "copy": CopyParams,
+    "reverse": ReverseParams,
     "selective-copy": SelectiveCopyParams,
     "text": TextParams,
 }

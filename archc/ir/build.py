@@ -13,6 +13,7 @@ from archc.diagnostics import Collector, SourceLoc
 from archc.frontend.components import (
     AttentionParams,
     Conv1dParams,
+    GateParams,
     MlpParams,
 )
 from archc.frontend.schema import Component, Layer, Ref, Spec
@@ -26,9 +27,10 @@ from archc.ir.build_ctx import (
 from archc.ir.build_hier import HIER_BUILDERS
 from archc.ir.build_loop import LOOP_BUILDERS, check_readouts
 from archc.ir.build_memory import MEMORY_BUILDERS
+from archc.ir.build_prefix import PREFIX_BUILDERS
 from archc.ir.build_scan import RECURRENT_BUILDERS
 from archc.ir.build_segment import SEGMENT_BUILDERS
-from archc.ir.build_select import SELECT_BUILDERS
+from archc.ir.build_select import SELECT_BUILDERS, build_upscale
 from archc.ir.graph import Graph, Value
 from archc.ir.ops import ShapeError, get_op
 from archc.ir.types import TensorType
@@ -148,6 +150,24 @@ def _mlp(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     return ctx.emit("linear", {"out": d, "bias": p.bias}, [h], f"{path}.down", c.loc)
 
 
+def _gate(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
+    """act(W_u x) * body(W_v x): (B, T, D) -> (B, T, hidden)."""
+    p: GateParams = c.params  # type: ignore[assignment]
+    hidden = p.hidden or ctx.width(x)
+    u = ctx.emit("linear", {"out": hidden, "bias": p.bias}, [x], f"{path}.u", c.loc)
+    v = ctx.emit("linear", {"out": hidden, "bias": p.bias}, [x], f"{path}.v", c.loc)
+    if p.act != "identity":
+        u = ctx.emit("pointwise", {"fn": p.act}, [u], f"{path}.act", c.loc)
+    y = _items(ctx, c.body, v, path)
+    if ctx.width(y) != hidden:
+        raise ctx.fail(
+            f"gate body changes the width from {hidden} to {ctx.width(y)}; the gated "
+            "branch must keep the gate's width",
+            c.loc,
+        )
+    return ctx.emit("binary", {"fn": "mul"}, [u, y], f"{path}.mul", c.loc)
+
+
 def _conv1d(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     p: Conv1dParams = c.params  # type: ignore[assignment]
     d = ctx.width(x)
@@ -183,9 +203,27 @@ def _attention(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
         raise ctx.fail(
             f"attention kv_heads={kvh} must divide heads={p.heads}", c.loc_of("kv_heads")
         )
+    if p.chunk is not None and p.window is not None:
+        raise ctx.fail(
+            "attention takes 'window' or 'chunk', not both (a chunk already bounds the keys)",
+            c.loc_of("chunk"),
+        )
+    if p.rank is not None and p.rank >= d:
+        raise ctx.fail(
+            f"attention rank={p.rank} is not low-rank for the width {d} (needs rank < {d})",
+            c.loc_of("rank"),
+        )
     hd = d // p.heads
-    q = ctx.emit("linear", {"out": d, "bias": p.bias}, [x], f"{path}.q", c.loc)
-    k = ctx.emit("linear", {"out": kvh * hd, "bias": p.bias}, [x], f"{path}.k", c.loc)
+    if p.rank is None:
+        q = ctx.emit("linear", {"out": d, "bias": p.bias}, [x], f"{path}.q", c.loc)
+        k = ctx.emit("linear", {"out": kvh * hd, "bias": p.bias}, [x], f"{path}.k", c.loc)
+    else:
+        # Low rank: q = W_qb (W_qa x), W_qa (rank, D) shared by all heads, W_qb (D, rank);
+        # k likewise; the score matrix q k^T of each head then has rank <= rank.
+        qa = ctx.emit("linear", {"out": p.rank, "bias": False}, [x], f"{path}.q_a", c.loc)
+        q = ctx.emit("linear", {"out": d, "bias": p.bias}, [qa], f"{path}.q_b", c.loc)
+        ka = ctx.emit("linear", {"out": p.rank, "bias": False}, [x], f"{path}.k_a", c.loc)
+        k = ctx.emit("linear", {"out": kvh * hd, "bias": p.bias}, [ka], f"{path}.k_b", c.loc)
     v = ctx.emit("linear", {"out": kvh * hd, "bias": p.bias}, [x], f"{path}.v", c.loc)
     if p.pos == "rope":
         q = ctx.emit(
@@ -209,6 +247,7 @@ def _attention(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
             "kv_heads": kvh,
             "mask": p.mask,
             "window": p.window,
+            "chunk": p.chunk,
             "dropout": float(p.dropout),
         },
         [q, k, v],
@@ -280,6 +319,8 @@ def _check_unroll(ctx: BuildContext, c: Component, count: int, param: str) -> No
 
 def _repeat(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     n = c.params.n  # type: ignore[attr-defined]
+    if c.params.upscale is not None:  # type: ignore[attr-defined]
+        return build_upscale(ctx, c, x, path)
     _check_unroll(ctx, c, n, "n")
     # Refuse up front what is certain to blow the budget (a nested 1e5 x 1e5
     # repeat) instead of building 200k nodes before noticing.
@@ -324,6 +365,7 @@ BUILDERS: dict[str, Builder] = {
     "seq": _seq,
     "mlp": _mlp,
     "conv1d": _conv1d,
+    "gate": _gate,
     "attention": _attention,
     "head": _head,
     **RECURRENT_BUILDERS,
@@ -332,6 +374,7 @@ BUILDERS: dict[str, Builder] = {
     **SEGMENT_BUILDERS,  # segment: archc/ir/build_segment.py
     **HIER_BUILDERS,  # hier: archc/ir/build_hier.py
     **MEMORY_BUILDERS,  # memory, titans: archc/ir/build_memory.py
+    **PREFIX_BUILDERS,  # seq2seq, linear_attention: archc/ir/build_prefix.py
     "repeat": _repeat,
 }
 

@@ -10,6 +10,7 @@ from archc.frontend.components import (
     AarenParams,
     CellParams,
     GruParams,
+    LstmParams,
     MinRnnParams,
     RecurrentParams,
     RnnParams,
@@ -48,8 +49,8 @@ def _scan_mode(ctx: BuildContext, c: Component, cell: str, mode: str) -> str:
     if mode == "newton" and mode not in scan_modes(cell):
         raise ctx.fail(
             f"'{c.kind}' mode 'newton' is reserved for nonlinear cells with a structured "
-            f"recurrence (gru with recurrent: diagonal, rnn with recurrent: diagonal or "
-            f"block); use one of {scan_modes(cell)}",
+            f"recurrence (gru or lstm with recurrent: diagonal, rnn with recurrent: diagonal "
+            f"or block); use one of {scan_modes(cell)}",
             c.loc_of("mode"),
         )
     if mode not in scan_modes(cell) and cell == "aaren":
@@ -76,36 +77,44 @@ def _scan_mode(ctx: BuildContext, c: Component, cell: str, mode: str) -> str:
 _DIAG_ONLY = ("mode", "newton_iters", "newton_tol")
 
 
-def _gru(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
-    """gru: torch.nn.GRU (recurrent: full) or the diagonal GRU cell diag_gru."""
-    p: GruParams = c.params  # type: ignore[assignment]
-    if p.recurrent == "full":
-        for name in _DIAG_ONLY:
-            if getattr(p, name) is not None:
-                raise ctx.fail(
-                    f"'gru' parameter '{name}' applies to recurrent: diagonal only "
-                    "(a full GRU runs the sequential nn.GRU kernel)",
-                    c.loc_of(name),
-                )
-        return _recurrent(lambda c: "gru")(ctx, c, x, path)
-    if p.layers != 1:
-        raise ctx.fail("a diagonal gru has one layer; stack gru layers instead", c.loc_of("layers"))
-    mode = _scan_mode(ctx, c, "diag_gru", p.mode or "auto")
-    return ctx.emit(
-        "scan",
-        {
-            "cell": "diag_gru",
-            "hidden": p.hidden or ctx.width(x),
-            "bidirectional": p.bidirectional,
-            "bias": p.bias,
-            "mode": mode,
-            "iters": p.newton_iters if p.newton_iters is not None else NEWTON_ITERS,
-            "tol": p.newton_tol if p.newton_tol is not None else NEWTON_TOL,
-        },
-        [x],
-        path,
-        c.loc,
-    )
+def _gated(kind: str) -> Builder:
+    """gru / lstm: torch.nn.GRU / nn.LSTM (recurrent: full) or the diagonal cell diag_<kind>."""
+    cell = f"diag_{kind}"
+
+    def build(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
+        p: GruParams | LstmParams = c.params  # type: ignore[assignment]
+        if p.recurrent == "full":
+            for name in _DIAG_ONLY:
+                if getattr(p, name) is not None:
+                    raise ctx.fail(
+                        f"'{kind}' parameter '{name}' applies to recurrent: diagonal only "
+                        f"(a full {kind.upper()} runs the sequential nn.{kind.upper()} kernel)",
+                        c.loc_of(name),
+                    )
+            return _recurrent(lambda c: kind)(ctx, c, x, path)
+        if p.layers != 1:
+            raise ctx.fail(
+                f"a diagonal {kind} has one layer; stack {kind} layers instead",
+                c.loc_of("layers"),
+            )
+        mode = _scan_mode(ctx, c, cell, p.mode or "auto")
+        return ctx.emit(
+            "scan",
+            {
+                "cell": cell,
+                "hidden": p.hidden or ctx.width(x),
+                "bidirectional": p.bidirectional,
+                "bias": p.bias,
+                "mode": mode,
+                "iters": p.newton_iters if p.newton_iters is not None else NEWTON_ITERS,
+                "tol": p.newton_tol if p.newton_tol is not None else NEWTON_TOL,
+            },
+            [x],
+            path,
+            c.loc,
+        )
+
+    return build
 
 
 def _structured_rnn(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
@@ -223,7 +232,7 @@ def _ssm(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
 
 
 def _matrix(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
-    """gla / delta: a width-keeping scan whose carry is one (dk, dv) matrix per head."""
+    """gla / delta / plstm: a width-keeping scan whose carry is one (dk, dv) matrix per head."""
     p = c.params
     d = ctx.width(x)
     heads = p.heads  # type: ignore[attr-defined]
@@ -312,14 +321,15 @@ def _custom_cell(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
 
 
 RECURRENT_BUILDERS: dict[str, Builder] = {
-    "lstm": _recurrent(lambda c: "lstm"),
-    "gru": _gru,
+    "lstm": _gated("lstm"),
+    "gru": _gated("gru"),
     "rnn": _rnn,
     "mingru": _min_rnn,
     "minlstm": _min_rnn,
     "ssm": _ssm,
     "gla": _matrix,
     "delta": _matrix,
+    "plstm": _matrix,
     "aaren": _aaren,
     "cell": _custom_cell,
 }

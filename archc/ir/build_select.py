@@ -3,7 +3,12 @@ block-sparse attention), select (CoLa layer-path programs) and nested (SortedNet
 
 from __future__ import annotations
 
-from archc.frontend.components import NestedParams, SelectParams, SparseAttentionParams
+from archc.frontend.components import (
+    NestedParams,
+    RepeatParams,
+    SelectParams,
+    SparseAttentionParams,
+)
 from archc.frontend.schema import Component, Ref
 from archc.ir.build_ctx import BuildContext, Builder, width_keeping_region
 from archc.ir.graph import Value
@@ -23,6 +28,22 @@ def _sparse_attention(ctx: BuildContext, c: Component, x: Value, path: str) -> V
         raise ctx.fail(
             f"sparse_attention kv_heads={kvh} must divide heads={p.heads}", c.loc_of("kv_heads")
         )
+    if p.levels == 1:
+        for name in ("fanout", "super_topk"):
+            if getattr(p, name) is not None:
+                raise ctx.fail(
+                    f"sparse_attention {name} applies to the hierarchical selection only; "
+                    "set levels: 2 or remove it",
+                    c.loc_of(name),
+                )
+    else:
+        for name in ("fanout", "super_topk"):
+            if getattr(p, name) is None:
+                raise ctx.fail(
+                    f"sparse_attention levels: 2 needs '{name}' (blocks per super-block, "
+                    "super-blocks kept per query)",
+                    c.loc_of("levels"),
+                )
     hd = d // p.heads
     if p.pos == "rope" and hd % 2:
         raise ctx.fail(f"rope needs an even head width, got {hd}", c.loc_of("pos"))
@@ -39,7 +60,15 @@ def _sparse_attention(ctx: BuildContext, c: Component, x: Value, path: str) -> V
         )
     a = ctx.emit(
         "block_attention",
-        {"heads": p.heads, "kv_heads": kvh, "block": p.block, "topk": p.topk, "window": p.window},
+        {
+            "heads": p.heads,
+            "kv_heads": kvh,
+            "block": p.block,
+            "topk": p.topk,
+            "window": p.window,
+            "fanout": p.fanout,
+            "super_topk": p.super_topk,
+        },
         [q, k, v],
         f"{path}.sparse",
         c.loc,
@@ -86,6 +115,40 @@ def _select(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
     remapped = tuple(tuple(used.index(i) for i in prog) for prog in programs)
     attrs = {"programs": remapped, "sample": p.sample}
     return ctx.emit("select", attrs, [x], path, c.loc, tuple(regions))
+
+
+def build_upscale(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:
+    """repeat with `upscale`: an `upscale` node over 2 (n - drop) copies of the body
+    (region i under `<path>.i`, like a repeat's copy i), see ops_select.UPSCALE_OP."""
+    from archc.ir.build import _items  # build.py imports this module: import late
+
+    p: RepeatParams = c.params  # type: ignore[assignment]
+    up = p.upscale
+    assert up is not None
+    if not 0 < 2 * up.drop < p.n:
+        raise ctx.fail(
+            f"repeat upscale drop={up.drop} must satisfy 0 < 2 * drop < n={p.n} (SOLAR keeps "
+            "base layers 0..n-drop-1 and drop..n-1, which must overlap)",
+            c.loc_of("upscale"),
+        )
+    t = ctx.graph.type_of(x)
+    assert isinstance(t, TensorType)
+    regions = []
+    for i in range(2 * (p.n - up.drop)):
+        prefix = f"{path}.{i}"
+        regions.append(
+            width_keeping_region(
+                ctx,
+                t,
+                prefix,
+                c.loc,
+                lambda inner, v, prefix=prefix: _items(inner, c.body, v, prefix),
+                "an up-scaled repeat body",
+                "depth up-scaling stacks copies of the body, which must keep the width",
+            )
+        )
+    attrs = {"base": p.n, "drop": up.drop, "at_step": up.at_step}
+    return ctx.emit("upscale", attrs, [x], path, c.loc, tuple(regions))
 
 
 def _nested(ctx: BuildContext, c: Component, x: Value, path: str) -> Value:

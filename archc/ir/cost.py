@@ -22,7 +22,16 @@ from archc.ir.graph import Graph
 from archc.ir.ops import Cost, get_op
 from archc.ir.ops_segment import segment_body_len, segment_cost
 
-MIXERS = {"attention", "scan", "conv1d", "memory", "titans_mac", "block_attention"}
+MIXERS = {
+    "attention",
+    "scan",
+    "conv1d",
+    "memory",
+    "titans_mac",
+    "block_attention",
+    "seq2seq",
+    "linear_attention",
+}
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,8 @@ def _accumulate(graph: Graph, seq_len: int) -> _Sum:
                     # Each sample runs one program: the mean over them (a uniform draw).
                     programs = node.attrs["programs"]
                     uses = grads = sum(p.count(c) for p in programs) / len(programs)
+                if node.op == "upscale":  # after the up-scale every block runs once
+                    uses = grads = 1
                 # ... and sees that shorter sequence (its attention spans T * rate steps).
                 r = _accumulate(region, max(1, round(seq_len * rate)))
                 s.add_region(r, uses * rate, grads * rate)

@@ -315,23 +315,38 @@ register_op(
 
 
 def _attention_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    if attrs.get("chunk") is not None and attrs["window"] is not None:
+        raise ShapeError("attention takes a window or a chunk, not both")
+    if attrs.get("chunk") is not None and attrs["chunk"] <= 0:
+        raise ShapeError(f"attention chunk={attrs['chunk']} must be positive")
     return (attention_qkv(attrs, ins, "attention"),)
 
 
 def _attention_cost(attrs: Attrs, ins: Sequence[Type], outs: tuple[Type, ...], T: int) -> Cost:
     """SDPA as the lowering runs it: dense scores q k^T and values p v over all T keys
     (2 T d each per token; a causal or window mask hides entries, it skips no work),
-    grouped kv heads repeated up to the query heads; softmax and scaling elementwise."""
+    grouped kv heads repeated up to the query heads; softmax and scaling elementwise.
+    With `chunk` C the lowering runs SDPA on each chunk of c = min(C, T) tokens (T padded
+    to a multiple of c), so a token's keys are c, not T; a step keeps at most C - 1
+    earlier keys of its chunk, a constant-size cache."""
     d = elems(ins[0])
-    kv = 0 if attrs["window"] is not None else 2 * elems(ins[1]) * F32
+    keys = float(T)
+    if attrs.get("chunk") is not None:
+        c = min(attrs["chunk"], T)
+        keys = c * (-(-T // c) * c) / T  # padded positions are computed too
+    bounded = attrs["window"] is not None or attrs.get("chunk") is not None
+    kv = 0 if bounded else 2 * elems(ins[1]) * F32
+    state = 0
+    if attrs["window"] is not None:
+        state = 2 * elems(ins[1]) * F32 * attrs["window"]
+    elif attrs.get("chunk") is not None:
+        state = 2 * elems(ins[1]) * F32 * (attrs["chunk"] - 1)
     return Cost(
-        flops=4.0 * d * T,
-        ew_flops=6.0 * attrs["heads"] * T,  # scale, mask, max, exp, sum, divide per score
+        flops=4.0 * d * keys,
+        ew_flops=6.0 * attrs["heads"] * keys,  # scale, mask, max, exp, sum, divide per score
         act_bytes=3 * d * F32,
         kv_bytes=kv,
-        state_bytes=(
-            2 * elems(ins[1]) * F32 * attrs["window"] if attrs["window"] is not None else 0
-        ),
+        state_bytes=state,
     )
 
 
@@ -344,6 +359,7 @@ register_op(
             "kv_heads": AttrSpec(INT),
             "mask": AttrSpec(STR, "causal", ("causal", "none")),
             "window": AttrSpec(INT + NONE, None),
+            "chunk": AttrSpec(INT + NONE, None),
             "dropout": AttrSpec(NUM, 0.0),
         },
         _attention_shape,
@@ -379,3 +395,9 @@ for _op in CONST_OPS:
 from archc.ir.ops_fused import FUSED_POINTWISE_OP  # noqa: E402
 
 register_op(FUSED_POINTWISE_OP)
+
+# seq2seq and linear_attention (prefix-conditioned ops): ops_prefix.py
+from archc.ir.ops_prefix import PREFIX_OPS  # noqa: E402
+
+for _op in PREFIX_OPS:
+    register_op(_op)

@@ -37,6 +37,7 @@ NEW_CELLS = (
     "mingru",
     "minlstm",
     "diag_gru",
+    "diag_lstm",
     "diag_rnn",
     "block_rnn",
     "s4d_zoh",
@@ -45,6 +46,7 @@ NEW_CELLS = (
     "selective",
     "gla",
     "delta",
+    "plstm",
     "aaren",
 )
 SSM_CELLS = ("s4d_zoh", "s4d_bilinear", "lru", "selective")
@@ -54,10 +56,10 @@ SCAN_MODES = ("sequential", "auto", "associative", "chunked")
 LINEAR_CELLS = ("mingru", "minlstm", "s4d_zoh", "s4d_bilinear", "selective")
 # Matrix-state cells (per head S (dk, dv)) run by backends/torch/scans/matrix.py, which
 # has a sequential and a chunked form but no associative one.
-MATRIX_CELLS = ("gla", "delta")
+MATRIX_CELLS = ("gla", "delta", "plstm")
 # Nonlinear cells with a diagonal Jacobian d h_t / d h_{t-1}: besides the exact loop they
 # run as a Newton solve over the whole sequence (backends/torch/scans/newton.py, ParaRNN).
-NEWTON_CELLS = ("diag_gru", "diag_rnn", "block_rnn", "custom_diag")
+NEWTON_CELLS = ("diag_gru", "diag_lstm", "diag_rnn", "block_rnn", "custom_diag")
 # Custom cells written in the spec (`body` holds their canonical expressions):
 # "custom_diag" when the state enters its update only elementwise (Newton applies).
 CUSTOM_CELLS = ("custom", "custom_diag")
@@ -143,6 +145,9 @@ def _one_way_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
         # LRU carries a complex state as (..., 2) real/imaginary pairs.
         dims = ("B", h, n, 2) if cell == "lru" else ("B", h, n)
         return (t, StateType((("h", TensorType(dims)),)))
+    if cell == "diag_lstm":
+        # Per unit the pair (c, h): backends/torch/modules/cells_diag_lstm.py.
+        return (t.with_feature(h), StateType((("ch", TensorType(("B", h, 2))),)))
     return (t.with_feature(h), StateType((("h", TensorType(("B", h))),)))
 
 
@@ -210,6 +215,13 @@ def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
         ps += [ParamSpec("weight_ih", (h, d), u_in), ParamSpec("weight_hh", *hh)]
         if attrs["bias"]:
             ps.append(ParamSpec("bias", (h,), "zeros", decay=False))
+    elif cell == "diag_lstm":
+        # [i, f, g, o] stacked like nn.LSTM; the recurrent weights are (4, H) per-unit
+        # vectors, |u| <= 0.5 as the diagonal GRU's.
+        ps.append(ParamSpec("weight_ih", (4 * h, d), u_in))
+        ps.append(ParamSpec("weight_hh", (4, h), "uniform(0.5)"))
+        if attrs["bias"]:
+            ps.append(ParamSpec("bias", (4 * h,), "zeros", decay=False))
     elif cell == "diag_gru":
         # [z, r, c] stacked like nn.GRU; the recurrent weights are (3, H) per-unit vectors.
         ps.append(ParamSpec("weight_ih", (3 * h, d), u_in))
@@ -229,6 +241,14 @@ def _new_cell_params(attrs: Attrs, d: int) -> tuple[ParamSpec, ...]:
                 ParamSpec("weight_g", (nh * dk, d), u_in),
                 ParamSpec("bias_g", (nh * dk,), "zeros", decay=False),
             ]
+        elif cell == "plstm":
+            # Per-head source / transition / mark gates. The transition bias sets the
+            # initial memory: tanh(b_t) with b_t in [1, 3] is 0.76..0.995 (no decay on it).
+            for g, init in (("s", "zeros"), ("t", "log_uniform(1.0,3.0)"), ("m", "zeros")):
+                ps += [
+                    ParamSpec(f"weight_{g}", (nh, d), u_in),
+                    ParamSpec(f"bias_{g}", (nh,), init, decay=False),
+                ]
         else:
             ps += [
                 ParamSpec("weight_beta", (nh, d), u_in),
@@ -372,6 +392,13 @@ def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
             act_bytes=2 * h * F32,
             state_bytes=h * F32,
         )
+    if cell == "diag_lstm":
+        # W x (4H x D); three sigmoids and two tanhs (~4 each), u*h (4 x 2), the cell
+        # update f c + i g (3) and o tanh(c) (1). Newton re-evaluates the step; the
+        # per-token work of the exact recurrence is counted here.
+        return Cost(
+            flops=2.0 * 4 * h * d, ew_flops=32.0 * h, act_bytes=6 * h * F32, state_bytes=2 * h * F32
+        )
     if cell == "diag_gru":
         # W x (3H x D), two sigmoids (~4 each) and a tanh (~4), u*h (3), r*h (1), the
         # mix h + z (c - h) (3). Newton iterations re-evaluate the step; the per-token
@@ -388,6 +415,13 @@ def _new_cell_cost(attrs: Attrs, d: int) -> Cost:
             flops = 2.0 * d * (3 * hk + h) + 2.0 * h * h + 4.0 * state
             ew = 4.0 * hk + state
             act = 3 * hk + 2 * h
+        elif cell == "plstm":
+            # q/k/v/o projections and three per-head gates (~4 each for the nonlinearity);
+            # the source scales k (1 per key dim), the mark o (1 per value dim); per state
+            # entry the transition (1), the outer product k^T v (2) and the readout q C (2).
+            flops = 2.0 * d * (2 * hk + h + 3 * nh) + 2.0 * h * h + 4.0 * state
+            ew = 12.0 * nh + hk + h + state
+            act = 2 * hk + 2 * h + 3 * nh
         else:
             # q/k/v/beta/o projections; two L2 norms (~3 each); per state entry k S (2),
             # the rank-1 update beta k^T (v - k S) (2) and the readout q S (2).
@@ -451,7 +485,8 @@ SCAN_OP = OpDef(
     _scan_cost,
     doc="recurrence over time with a built-in cell; outputs (y, final state); "
     "`state` is an ssm cell's states per channel (gla/delta: the key width per "
-    "head); `heads` applies to gla, delta and aaren, `chunk` to gla and delta; `iters` "
+    "head); `heads` applies to gla, delta, plstm and aaren, `chunk` to gla, delta and "
+    "plstm; `iters` "
     "and `tol` are the Newton budget and tolerance of the Newton cells (diag_gru, "
-    "diag_rnn, block_rnn); `block` is block_rnn's block size",
+    "diag_lstm, diag_rnn, block_rnn); `block` is block_rnn's block size",
 )

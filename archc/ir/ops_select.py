@@ -32,6 +32,10 @@ def _block_attention_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...
     for key in ("block", "topk"):
         if attrs[key] <= 0:
             raise ShapeError(f"sparse attention {key} must be positive, got {attrs[key]}")
+    if (attrs["fanout"] is None) != (attrs["super_topk"] is None):
+        raise ShapeError("sparse attention fanout and super_topk go together (two levels)")
+    if attrs["fanout"] is not None and (attrs["fanout"] < 2 or attrs["super_topk"] <= 0):
+        raise ShapeError("sparse attention needs fanout >= 2 and super_topk >= 1")
     return (q,)
 
 
@@ -48,6 +52,8 @@ def _block_attention_cost(
     kk = min(attrs["topk"], blocks - 1)
     width = (max(kk, 0) + 1) * b + (attrs["window"] or 0)
     scores = 2.0 * d * blocks if kk > 0 else 0.0
+    if attrs["fanout"] is not None and kk > 0:  # super-block scores too
+        scores += 2.0 * d * -(-blocks // attrs["fanout"])
     if T <= min(16 * width, 2048):  # masked dense SDPA
         attn, ew = 4.0 * d * T, 6.0 * heads * T
     else:  # gathered keys, elementwise products
@@ -70,12 +76,17 @@ BLOCK_ATTENTION_OP = OpDef(
         "block": AttrSpec(INT),
         "topk": AttrSpec(INT),
         "window": AttrSpec(INT + NONE, None),
+        # Two-level (hierarchical) selection: blocks per super-block, super-blocks kept.
+        "fanout": AttrSpec(INT + NONE, None),
+        "super_topk": AttrSpec(INT + NONE, None),
     },
     _block_attention_shape,
     cost=_block_attention_cost,
     doc=(
         "causal attention of each query over the tokens of the top-k complete past blocks "
-        "(scored by mean-key summaries), its own block, and an optional sliding window"
+        "(scored by mean-key summaries), its own block, and an optional sliding window; "
+        "with fanout/super_topk the blocks are first narrowed to those inside the "
+        "super_topk best complete super-blocks of fanout blocks (and the own super-block)"
     ),
 )
 
@@ -151,4 +162,40 @@ NESTED_OP = OpDef(
     ),
 )
 
-SELECT_OPS = (BLOCK_ATTENTION_OP, SELECT_OP, NESTED_OP)
+# -- depth up-scaling (SOLAR) -------------------------------------------------------------
+
+
+def upscale_programs(base: int, drop: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(region order before, after) the up-scale of a `base`-layer stack dropping `drop`:
+    2 (base - drop) regions, copy A = regions 0..base-drop-1 (base layers 0..base-drop-1),
+    copy B = the rest (base layers drop..base-1). Before: copy A then the last `drop`
+    blocks of copy B (base layers base-drop..base-1), i.e. the base model; after: all."""
+    half = base - drop
+    before = (*range(half), *range(half + base - 2 * drop, 2 * half))
+    return before, tuple(range(2 * half))
+
+
+def _upscale_shape(attrs: Attrs, ins: Sequence[Type]) -> tuple[Type, ...]:
+    base, drop = attrs["base"], attrs["drop"]
+    if not 0 < 2 * drop < base:
+        raise ShapeError(f"upscale needs 0 < 2 * drop < n, got drop={drop}, n={base}")
+    if attrs["at_step"] < 0:
+        raise ShapeError(f"upscale at_step must be >= 0, got {attrs['at_step']}")
+    return same_type(attrs, ins)
+
+
+UPSCALE_OP = OpDef(
+    "upscale",
+    (1, 1),
+    {"base": AttrSpec(INT), "drop": AttrSpec(INT), "at_step": AttrSpec(INT)},
+    _upscale_shape,
+    regions=True,
+    doc=(
+        "depth up-scaling (SOLAR): 2 (base - drop) regions; until training step at_step "
+        "only the base path runs (copy A, then copy B's last drop blocks); then copy A's "
+        "blocks drop..base-drop-1 are copied into copy B's first base-2drop blocks and "
+        "all regions run"
+    ),
+)
+
+SELECT_OPS = (BLOCK_ATTENTION_OP, SELECT_OP, NESTED_OP, UPSCALE_OP)

@@ -7,6 +7,12 @@ from typing import Any
 
 from archc.ir.graph import Graph, Value
 
+# Attributes not printed while None (see print_graph): any op's `kernel`; attention's
+# `chunk`; block_attention's two-level `fanout` / `super_topk`.
+_UNSET_HIDDEN = frozenset(
+    {"kernel", "attention.chunk", "block_attention.fanout", "block_attention.super_topk"}
+)
+
 
 def _fmt_attr(value: Any) -> str:
     if isinstance(value, float):
@@ -39,8 +45,13 @@ def _lines(
         counter[0] += 1
         by_path[node.path] = names[node.id]
         # `kernel` is unset until assign-kernels runs; omitting None keeps the text
-        # (and the structural hash) of an unassigned graph what it always was.
-        shown = {k: v for k, v in node.attrs.items() if not (k == "kernel" and v is None)}
+        # (and the structural hash) of an unassigned graph what it always was. The same
+        # holds for attributes added to an op later (attention `chunk`).
+        shown = {
+            k: v
+            for k, v in node.attrs.items()
+            if not (v is None and (k in _UNSET_HIDDEN or f"{node.op}.{k}" in _UNSET_HIDDEN))
+        }
         if not with_paths and shown.get("weight_from") is not None:
             # Name the tied embedding by its node number, not its (renameable) path.
             shown["weight_from"] = by_path.get(shown["weight_from"], shown["weight_from"])

@@ -201,6 +201,8 @@ class Trainer:
         )
         inputs = batch.inputs[rows].to(world.device, non_blocking=True)
         targets = targets[rows].to(world.device, non_blocking=True)
+        # Step-scheduled model changes (depth up-scaling): every rank makes the same one.
+        self.model.begin_step(self.step)
         with self.autocast:
             logits = self.net(inputs)
         total = loss_sum(per_head_logits(logits, self.curriculum.heads), targets)

@@ -85,6 +85,17 @@ class CompiledModel(nn.Module):
                     total = value if total is None else total + value
         return total
 
+    def begin_step(self, step: int) -> list[str]:
+        """Tell the modules that training step `step` (0-based) is about to run; those
+        with a `begin_step(step) -> bool` method act on it (depth up-scaling grows the
+        stack at its step). Returns the paths of the modules that changed the model."""
+        changed = []
+        for path, m in self.named_modules():
+            hook = getattr(m, "begin_step", None)
+            if m is not self and hook is not None and hook(step):
+                changed.append(path)
+        return changed
+
     def stats(self) -> dict[str, float]:
         """Scalars the modules recorded during the last forward, keyed `<path>.<name>`
         (e.g. the steps an adaptive-depth loop used): a module sets its attribute

@@ -154,7 +154,8 @@ def _attention_call(node: Node, args: list[str], mod: str) -> str:
     a = node.attrs
     return (
         f"L.attention({args[0]}, {args[1]}, {args[2]}, {a['heads']!r}, {a['kv_heads']!r}, "
-        f"{a['mask'] == 'causal'!r}, {a['window']!r}, {a['dropout']!r}, self.training)"
+        f"{a['mask'] == 'causal'!r}, {a['window']!r}, {a['dropout']!r}, self.training"
+        + (f", chunk={a['chunk']!r})" if a.get("chunk") is not None else ")")
     )
 
 
@@ -167,7 +168,8 @@ def _attention_step(
     return [
         f"{outs[0]}, new_state[{key}] = L.attention_step({args[0]}, {args[1]}, {args[2]}, "
         f"state.get({key}), {a['heads']!r}, {a['kv_heads']!r}, {a['window']!r}, "
-        f"{a['dropout']!r}, self.training)"
+        f"{a['dropout']!r}, self.training"
+        + (f", chunk={a['chunk']!r})" if a.get("chunk") is not None else ")")
     ]
 
 
@@ -201,6 +203,11 @@ def _cell_ctor(node: Node, d_in: int) -> str:
             f"L.DiagGRU({d_in!r}, {h!r}, bias={a['bias']!r}, mode={mode!r}, "
             f"iters={a['iters']!r}, tol={a['tol']!r})"
         )
+    if cell == "diag_lstm":
+        return (
+            f"L.DiagLSTM({d_in!r}, {h!r}, bias={a['bias']!r}, mode={mode!r}, "
+            f"iters={a['iters']!r}, tol={a['tol']!r})"
+        )
     if cell in ("diag_rnn", "block_rnn"):
         newton = f"mode={mode!r}, iters={a['iters']!r}, tol={a['tol']!r}"
         return f"L.StructuredRNN({d_in!r}, {h!r}, {a['block']!r}, bias={a['bias']!r}, {newton})"
@@ -209,6 +216,9 @@ def _cell_ctor(node: Node, d_in: int) -> str:
     if cell == "gla":
         dk = a["state"] or h // a["heads"]
         return f"L.GLA({h!r}, {a['heads']!r}, {dk!r}, mode={mode!r}, chunk={a['chunk']!r})"
+    if cell == "plstm":
+        dk = a["state"] or h // a["heads"]
+        return f"L.PLSTM({h!r}, {a['heads']!r}, {dk!r}, mode={mode!r}, chunk={a['chunk']!r})"
     if cell == "delta":
         return f"L.DeltaNet({h!r}, {a['heads']!r}, mode={mode!r}, chunk={a['chunk']!r})"
     if cell == "aaren":
@@ -348,7 +358,7 @@ RULES: dict[str, Rule] = {
         (L.split_heads, L.repeat_kv, L.attention, L.attention_step),
         step=_attention_step,
         blocker=_attention_blocker,
-        grows=lambda n: n.attrs["window"] is None,
+        grows=lambda n: n.attrs["window"] is None and n.attrs.get("chunk") is None,
     ),
     "scan": Rule(
         _scan_ctor,
@@ -357,6 +367,8 @@ RULES: dict[str, Rule] = {
             L.valid_steps,
             L.over_time,
             L.zero_past,
+            L.step_mask,
+            L.newton_solver,
             L.rnn_forward,
             L.reverse_within,
             L.Bidirectional,
@@ -367,6 +379,7 @@ RULES: dict[str, Rule] = {
             L.MinGRU,
             L.MinLSTM,
             L.DiagGRU,
+            L.DiagLSTM,
             L.StructuredRNN,
             L.S4D,
             L.LRU,
@@ -381,6 +394,7 @@ RULES: dict[str, Rule] = {
             L.FusedGRU,
             L.fused_leaky_rnn,
             L.Aaren,
+            L.PLSTM,
             L.CustomCell,
         ),
         step=_scan_step,
@@ -449,3 +463,8 @@ RULES.update(CONST_RULES)
 from archc.backends.torch.lower_fused import FUSED_RULES  # noqa: E402
 
 RULES.update(FUSED_RULES)
+
+# The prefix-conditioned ops' rules (lower_prefix.py builds on Rule above).
+from archc.backends.torch.lower_prefix import PREFIX_RULES  # noqa: E402
+
+RULES.update(PREFIX_RULES)

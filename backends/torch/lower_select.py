@@ -14,7 +14,10 @@ from archc.ir.types import Type
 
 def _sparse_args(node: Node) -> str:
     a = node.attrs
-    return f"{a['heads']!r}, {a['kv_heads']!r}, {a['block']!r}, {a['topk']!r}, {a['window']!r}"
+    args = f"{a['heads']!r}, {a['kv_heads']!r}, {a['block']!r}, {a['topk']!r}, {a['window']!r}"
+    if a["fanout"] is not None:
+        args += f", fanout={a['fanout']!r}, super_topk={a['super_topk']!r}"
+    return args
 
 
 def _sparse_call(node: Node, args: list[str], mod: str) -> str:
@@ -82,6 +85,26 @@ def _select_ctor(node: Node, ins: list[Type]) -> str | None:
     return None if n == 1 else f"L.PathChoice({n!r}, {node.attrs['sample']!r})"
 
 
+def _upscale_ctor(node: Node, ins: list[Type]) -> str:
+    a = node.attrs
+    return f"L.DepthUpscale({a['base']!r}, {a['drop']!r}, {a['at_step']!r})"
+
+
+def _upscale_regions(
+    node: Node, args: list[str], mod: str, outs: list[str], run: Callable[..., str]
+) -> list[str]:
+    # The module says which blocks run (the base path, or all after the up-scale); each
+    # block is a region function, applied in that order.
+    o = outs[0]
+    fns = ", ".join(f"lambda x: {run(c, 'x')}" for c in range(len(node.regions)))
+    return [
+        f"{o} = {args[0]}",
+        f"{o}_blocks = ({fns},)",
+        f"for {o}_c in {mod}():",
+        f"    {o} = {o}_blocks[{o}_c]({o})",
+    ]
+
+
 def _nested_ctor(node: Node, ins: list[Type]) -> str:
     a = node.attrs
     return (
@@ -100,6 +123,7 @@ SELECT_RULES: dict[str, Rule] = {
             L.repeat_kv,
             L._sparse_attention_keys,
             L._sparse_attention_gather,
+            L._super_allowed,
             L.block_sparse_attention,
             L.block_sparse_attention_step,
         ),
@@ -112,6 +136,13 @@ SELECT_RULES: dict[str, Rule] = {
         (L.PathChoice,),
         regions=_select_regions,
         region_uses=_select_uses,
+        per_token=True,  # carries nothing itself: its regions' nodes stream on their own
+    ),
+    "upscale": Rule(
+        _upscale_ctor,
+        lambda n, a, m: "",  # unused: `regions` writes the statements
+        (L.DepthUpscale,),
+        regions=_upscale_regions,
         per_token=True,  # carries nothing itself: its regions' nodes stream on their own
     ),
     # In training each forward samples a sub-network; eval (and streaming) runs a fixed

@@ -175,7 +175,9 @@ _NO_KERNEL = {
     "diag_rnn": "Newton mode's linear scans run the diag_scan kernel",
     "custom_diag": "Newton mode's linear scans run the diag_scan kernel",
     "block_rnn": "Newton mode's block scans run in torch ops",
+    "diag_lstm": "Newton mode's 2 x 2 block scans run in torch ops",
     "aaren": "the associative scan runs in torch ops",
+    "plstm": "the signed-transition chunked scan runs in torch ops",
     "custom": "the generated torch step runs it",
 }
 

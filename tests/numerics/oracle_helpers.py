@@ -7,6 +7,7 @@ code; the pieces several files need live here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,69 @@ def run_in_chunks(
         i += c
     assert i == ids.shape[1], "sizes must cover the sequence"
     return torch.cat(ys, 1), state
+
+
+Ref = Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
+
+
+def check_layer_against_reference(
+    model: nn.Module, path: str, ref: Ref, vocab: int, t: int, rel: float
+) -> None:
+    """A float64 model `embed, <layer at path>, head` against `ref`, the layer's
+    step-by-step recurrence, (x (B, T, D), its params) -> (y, final carry): outputs and
+    the final carry within `rel`, every parameter gradient within 1e-8 (relative RMS)."""
+    from archc.backends.triton.testing import rel_rms
+
+    def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        assert a.shape == b.shape, (a.shape, b.shape)
+        # The floor: a gradient that is exactly 0 in one and rounding noise in the other.
+        return rel_rms(a, b, floor=1e-6)
+
+    params = dict(model.named_parameters())
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    ref_p = {k.removeprefix(path + "."): v for k, v in leaves.items() if k.startswith(path)}
+    assert ref_p, f"no parameters under {path}"
+    ids = torch.randint(0, vocab, (2, t), generator=torch.Generator().manual_seed(t))
+    y, state = model(ids, return_state=True)
+    h_ref, final_ref = ref(leaves["layers.0.embed.weight"][ids], ref_p)
+    y_ref = h_ref @ leaves["layers.2.head.weight"].T
+    assert _rel(y.detach(), y_ref.detach()) < rel
+    assert _rel(state[path].detach(), final_ref.detach()) < rel
+    weights = torch.randn(y.shape, dtype=torch.float64)
+    (y * weights).sum().backward()
+    (y_ref * weights).sum().backward()
+    for name, p in params.items():
+        assert p.grad is not None and leaves[name].grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert _rel(p.grad, leaves[name].grad) < 1e-8, name
+
+
+def assert_values_and_grads_match(
+    y: torch.Tensor, ref: torch.Tensor, inputs: Sequence[torch.Tensor], tol: float = 1e-10
+) -> None:
+    """y equals ref, and so do the gradients of a random weighted sum of each with
+    respect to `inputs` (rtol = atol = tol)."""
+    torch.testing.assert_close(y, ref, rtol=tol, atol=tol)
+    w = torch.randn_like(y)
+    grads = torch.autograd.grad((y * w).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * w).sum(), inputs)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def assert_located_error(
+    tmp_path: Path, d_model: int, kind: str, params: str, key: str, message: str
+) -> None:
+    """`archc check` of a one-layer spec `- kind: params` (flow YAML) fails with `message`,
+    located on line 4 at the column of `key`'s value."""
+    from archc.cli import run
+
+    path = tmp_path / "bad.yaml"
+    prefix = f"  - {kind}: "
+    path.write_text(f"model: bad\nd_model: {d_model}\nlayers:\n{prefix}{params}\n")
+    lines: list[str] = []
+    assert run(["check", str(path)], handler=lines.append) == 2
+    text = "\n".join(lines)
+    col = len(prefix) + params.index(key) + len(key) + 2 + 1  # past "key: ", 1-based
+    assert f"{path}:4:{col}: error: " in text, text
+    assert message in text, text

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from oracle_helpers import run_in_chunks, spec_text
+from oracle_helpers import check_layer_against_reference, run_in_chunks, spec_text
 
 import archc
 from archc.backends.triton.testing import rel_rms
@@ -168,29 +168,7 @@ def _rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _check_against_reference(cell: str, model: Any, t: int) -> None:
-    ref = CELLS[cell][1]
-    path = _cell_path(cell)
-    params = dict(model.named_parameters())
-    mine = {k.removeprefix(path + "."): v for k, v in params.items() if k.startswith(path)}
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    ref_p = {k.removeprefix(path + "."): leaves[k] for k in leaves if k.startswith(path)}
-    assert set(ref_p) == set(mine)
-
-    ids = torch.randint(0, VOCAB, (2, t), generator=torch.Generator().manual_seed(t))
-    weights = torch.randn(2, t, 5, dtype=torch.float64)
-    y, state = model(ids, return_state=True)
-    x = leaves["layers.0.embed.weight"][ids]
-    h_ref, final_ref = ref(x, ref_p)
-    y_ref = h_ref @ leaves["layers.2.head.weight"].T
-    assert _rel_rms(y.detach(), y_ref.detach()) < REL
-    assert _rel_rms(state[path].detach(), final_ref.detach()) < REL
-
-    (y * weights).sum().backward()
-    (y_ref * weights).sum().backward()
-    for name, p in params.items():
-        assert p.grad is not None and leaves[name].grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-        assert _rel_rms(p.grad, leaves[name].grad) < 1e-8, name
+    check_layer_against_reference(model, _cell_path(cell), CELLS[cell][1], VOCAB, t, REL)
 
 
 @pytest.mark.parametrize("t", [1, 63, 257])

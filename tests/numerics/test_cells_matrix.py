@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from oracle_helpers import run_in_chunks, spec_text
+from oracle_helpers import check_layer_against_reference, run_in_chunks, spec_text
 
 import archc
 from archc.backends.torch.emit import emit_torch
@@ -106,25 +106,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("mode", ["sequential", "chunked"])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_layer_equals_float64_reference(cell: str, mode: str, t: int) -> None:
-    model = _model(cell, mode)
-    path, ref = _path(cell), CELLS[cell][1]
-    params = dict(model.named_parameters())
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    ref_p = {k.removeprefix(path + "."): v for k, v in leaves.items() if k.startswith(path)}
-
-    ids = torch.randint(0, VOCAB, (2, t), generator=torch.Generator().manual_seed(t))
-    weights = torch.randn(2, t, 5, dtype=torch.float64)
-    y, state = model(ids, return_state=True)
-    h_ref, final_ref = ref(leaves["layers.0.embed.weight"][ids], ref_p)
-    y_ref = h_ref @ leaves["layers.2.head.weight"].T
-    assert _rel(y.detach(), y_ref.detach()) < REL
-    assert _rel(state[path].detach(), final_ref.detach()) < REL
-
-    (y * weights).sum().backward()
-    (y_ref * weights).sum().backward()
-    for name, p in params.items():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert _rel(p.grad, leaves[name].grad) < 1e-8, name
+    check_layer_against_reference(_model(cell, mode), _path(cell), CELLS[cell][1], VOCAB, t, REL)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))

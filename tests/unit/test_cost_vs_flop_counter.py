@@ -170,6 +170,9 @@ def _measure(name: str) -> tuple[float, float, float, float, int, int]:
     torch.manual_seed(0)
     model = archc.compile(SPECS / name)
     model.eval()
+    # The cost model prices the trained architecture: past any training-time switch
+    # (a depth up-scale runs its final, deeper stack).
+    model.begin_step(10**9)
     x = _inputs(model, name)
     seq = x.shape[1]
     rates: list[float] = []

@@ -13,7 +13,7 @@ from archc.frontend.tasks import TASK_PARAMS, MqarParams, int_params, task_names
 from archc.runtime.tasks import IGNORE, TASKS, Batch, TaskError, make_task
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared/data/tinyshakespeare.txt"
-SYNTHETIC = ["mqar", "parity", "dms", "copy", "selective-copy"]
+SYNTHETIC = ["mqar", "parity", "dms", "copy", "selective-copy", "reverse"]
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,12 @@ def supervised(targets: torch.Tensor) -> torch.Tensor:
 
 
 def test_schema_names_and_int_params() -> None:
-    assert task_names() == sorted(["mqar", "parity", "dms", "copy", "selective-copy", "text"])
+    assert task_names() == sorted(
+        ["mqar", "parity", "dms", "copy", "selective-copy", "reverse", "text"]
+    )
     assert set(TASKS) == set(TASK_PARAMS)
     assert int_params("parity") == ["n"]
-    assert int_params("mqar") == ["vocab", "num_kv_pairs"]  # not the bool random_non_queries
+    assert int_params("mqar") == ["vocab", "num_kv_pairs", "repeat_context"]  # not the bool
     assert int_params("text") == []
     assert TASK_PARAMS["parity"].multi_head == ("n",)
     assert TASK_PARAMS["mqar"].multi_head == ()

@@ -16,10 +16,20 @@ from archc.runtime.tasks.base import IGNORE, Batch, Task, TaskError, validate_pa
 from archc.runtime.tasks.bits import DmsTask, ParityTask
 from archc.runtime.tasks.copying import CopyTask, SelectiveCopyTask
 from archc.runtime.tasks.mqar import MqarTask
+from archc.runtime.tasks.reverse import ReverseTask
 from archc.runtime.tasks.text import TextTask
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (MqarTask, ParityTask, DmsTask, CopyTask, SelectiveCopyTask, TextTask)
+    cls.name: cls
+    for cls in (
+        MqarTask,
+        ParityTask,
+        DmsTask,
+        CopyTask,
+        SelectiveCopyTask,
+        TextTask,
+        ReverseTask,
+    )
 }
 assert set(TASKS) == set(TASK_PARAMS), "every task schema needs a generator, and back"
 

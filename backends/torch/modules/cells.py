@@ -28,6 +28,8 @@ LSTM/GRU/RNN the same interface through packed sequences.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,6 +57,29 @@ def zero_past(y: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     if valid is None:
         return y
     return torch.where(over_time(valid, y), y, 0.0)
+
+
+def step_mask(valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """(B, T, 1) in like's dtype: 1 inside each sequence's length, 0 past it (where a
+    Newton-solvable cell makes its update the identity); like is (B, T, ...)."""
+    if valid is None:
+        return torch.ones_like(like[..., :1])
+    return valid[..., None].to(like.dtype)
+
+
+def newton_solver(
+    mode: str, exact: bool, x: torch.Tensor
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:
+    """archc's newton_scan when a Newton-solvable cell should use it (mode "newton", or
+    "auto" on CUDA, and not `exact`), else None: run the exact loop. Also None in a
+    standalone model.py, where archc is not importable (the loop is exact)."""
+    if exact or not (mode == "newton" or (mode == "auto" and x.is_cuda)):
+        return None
+    try:
+        from archc.backends.torch.scans.newton import newton_scan
+    except ImportError:  # standalone model.py without archc: the loop is exact
+        return None
+    return newton_scan
 
 
 def rnn_forward(

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archc.backends.torch.modules.cells import valid_steps, zero_past
+from archc.backends.torch.modules.cells import newton_solver, step_mask, valid_steps, zero_past
 
 
 class StructuredRNN(nn.Module):
@@ -72,36 +72,31 @@ class StructuredRNN(nn.Module):
         u = F.linear(x, self.weight_ih, self.bias)  # the input part of every step at once
         h = u.new_zeros(x.shape[0], self.hidden) if h0 is None else h0.to(u.dtype)
         valid = valid_steps(x, lengths)
-        # (B, T, 1): 1 inside the length, 0 past it (where the update is the identity).
-        m = torch.ones_like(u[..., :1]) if valid is None else valid[..., None].to(u.dtype)
-        if not exact and (self.mode == "newton" or (self.mode == "auto" and x.is_cuda)):
-            try:
-                from archc.backends.torch.scans.newton import newton_scan
-            except ImportError:  # standalone model.py without archc: the loop is exact
-                newton_scan = None
-            if newton_scan is not None:
-                hid = self.hidden
+        m = step_mask(valid, u)  # (B, T, 1)
+        newton_scan = newton_solver(self.mode, exact, x)
+        if newton_scan is not None:
+            hid = self.hidden
 
-                def step(hp: torch.Tensor, xm: torch.Tensor) -> torch.Tensor:
-                    new = torch.tanh(xm[..., :hid] + self._recur(hp))
-                    return hp + xm[..., hid:] * (new - hp)  # identity past the length
+            def step(hp: torch.Tensor, xm: torch.Tensor) -> torch.Tensor:
+                new = torch.tanh(xm[..., :hid] + self._recur(hp))
+                return hp + xm[..., hid:] * (new - hp)  # identity past the length
 
-                def jacobian(hp: torch.Tensor, xm: torch.Tensor) -> torch.Tensor:
-                    new = torch.tanh(xm[..., :hid] + self._recur(hp))
-                    return self._jac(1.0 - new * new, xm[..., hid:])
+            def jacobian(hp: torch.Tensor, xm: torch.Tensor) -> torch.Tensor:
+                new = torch.tanh(xm[..., :hid] + self._recur(hp))
+                return self._jac(1.0 - new * new, xm[..., hid:])
 
-                y, _ = newton_scan(
-                    step,
-                    jacobian,
-                    torch.cat([u, m], dim=-1),
-                    h,
-                    iters=self.iters,
-                    tol=self.tol,
-                    jac="diag" if self.block is None else "blockdiag",
-                    block=self.block,
-                )
-                # Past its length a sequence's state is carried unchanged: y[:, -1] is it.
-                return zero_past(y, valid), y[:, -1]
+            y, _ = newton_scan(
+                step,
+                jacobian,
+                torch.cat([u, m], dim=-1),
+                h,
+                iters=self.iters,
+                tol=self.tol,
+                jac="diag" if self.block is None else "blockdiag",
+                block=self.block,
+            )
+            # Past its length a sequence's state is carried unchanged: y[:, -1] is it.
+            return zero_past(y, valid), y[:, -1]
         outs = []
         # unbind, not u[:, t]: slicing makes the backward O(T^2) in memory traffic.
         for ut, mt in zip(u.unbind(1), m.unbind(1), strict=True):

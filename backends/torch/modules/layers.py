@@ -144,12 +144,35 @@ def attention(
     window: int | None,
     dropout: float,
     training: bool,
+    chunk: int | None = None,
 ) -> torch.Tensor:
-    """Multi-head attention through SDPA: q (B, T, H*hd), k/v (B, T, KV*hd) -> (B, T, H*hd)."""
+    """Multi-head attention through SDPA: q (B, T, H*hd), k/v (B, T, KV*hd) -> (B, T, H*hd).
+
+    With `chunk` C each query attends only inside its own non-overlapping chunk of C
+    tokens (causally when `causal`): T is padded to a multiple of c = min(C, T) and SDPA
+    runs on (B, H, T/c, c, hd), so the work per token is c keys, not T.
+    """
     b, t, d = q.shape
     qh, kh, vh = split_heads(q, heads), split_heads(k, kv_heads), split_heads(v, kv_heads)
     kh, vh = repeat_kv(kh, vh, heads)
     p = dropout if training else 0.0
+    if chunk is not None:
+        c = min(chunk, t)
+        pad = -t % c
+        # Padding sits after the last real token, so (causal or not) no real query of
+        # a chunk reads it... except non-causal queries of the last chunk: mask it there.
+        # (B, H, T+pad, hd) -> (B, H * n, c, hd): every chunk a batch entry of SDPA.
+        qh, kh, vh = (
+            F.pad(z, (0, 0, 0, pad)).flatten(1, 2).unflatten(1, (-1, c)) for z in (qh, kh, vh)
+        )
+        mask = None
+        if pad and not causal:
+            real = torch.arange(t + pad, device=q.device).view(-1, c) < t  # (n, c)
+            mask = real.repeat(heads, 1)[None, :, None, :]  # (1, H * n, 1, c)
+        y = F.scaled_dot_product_attention(
+            qh, kh, vh, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None
+        )
+        return y.reshape(b, heads, t + pad, -1)[:, :, :t].transpose(1, 2).reshape(b, t, d)
     if window is None:
         y = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=p, is_causal=causal)
     else:
@@ -170,6 +193,7 @@ def attention_step(
     window: int | None,
     dropout: float,
     training: bool,
+    chunk: int | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Causal attention of a chunk that continues a sequence, through SDPA.
 
@@ -177,7 +201,10 @@ def attention_step(
     `cache` holds the keys and values of the positions before it, each (B, KV, C, hd),
     or None at the start. Returns (B, T, H*hd) and the new cache; with a `window` only
     its last window-1 positions are kept (all that a later query can reach), so the
-    cache stays a constant size.
+    cache stays a constant size. With a `chunk` C (attention inside non-overlapping
+    chunks of C tokens) the cache holds the keys since the start of the current C-chunk
+    (at most C - 1): it starts empty at position 0 and is cut at every chunk boundary,
+    so its first entry always sits at a chunk start.
     """
     b, t, d = q.shape
     qh, kh, vh = split_heads(q, heads), split_heads(k, kv_heads), split_heads(v, kv_heads)
@@ -185,6 +212,16 @@ def attention_step(
         kh = torch.cat([cache[0], kh], dim=2)
         vh = torch.cat([cache[1], vh], dim=2)
     n = kh.shape[2]  # cached positions + this chunk
+    if chunk is not None:
+        start = n // chunk * chunk  # where the next position's chunk begins
+        new_cache = (kh[:, :, start:], vh[:, :, start:])
+        kh, vh = repeat_kv(kh, vh, heads)
+        pos = torch.arange(n, device=q.device)
+        i = pos[n - t :, None]
+        mask = (pos[None, :] <= i) & (pos[None, :] // chunk == i // chunk)
+        p = dropout if training else 0.0
+        y = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=p)
+        return y.transpose(1, 2).reshape(b, t, d), new_cache
     keep = n if window is None else min(n, window - 1)
     new_cache = (kh[:, :, n - keep :], vh[:, :, n - keep :])
     kh, vh = repeat_kv(kh, vh, heads)
@@ -327,16 +364,20 @@ from archc.backends.torch.modules.cells import (  # noqa: E402, F401
     _heads,
     diag_scan,
     matrix_scan,
+    newton_solver,
     over_time,
     rnn_forward,
+    step_mask,
     valid_steps,
     zero_past,
 )
 from archc.backends.torch.modules.cells_aaren import Aaren  # noqa: E402, F401
 from archc.backends.torch.modules.cells_custom import CustomCell  # noqa: E402, F401
+from archc.backends.torch.modules.cells_diag_lstm import DiagLSTM  # noqa: E402, F401
 from archc.backends.torch.modules.cells_newton import (  # noqa: E402, F401
     StructuredRNN,
 )
+from archc.backends.torch.modules.cells_plstm import PLSTM  # noqa: E402, F401
 from archc.backends.torch.modules.fused import (  # noqa: E402, F401  (archc's RNN kernels)
     FusedGRU,
     FusedLSTM,
@@ -369,6 +410,11 @@ from archc.backends.torch.modules.memory import (  # noqa: E402, F401  (Titans, 
     window_band,
 )
 from archc.backends.torch.modules.pointwise_hook import PointwiseHook  # noqa: E402, F401
+from archc.backends.torch.modules.prefix import (  # noqa: E402, F401  (seq2seq, JRT prefix)
+    Seq2SeqLSTM,
+    feature_map,
+    prefix_linear_attention,
+)
 from archc.backends.torch.modules.ragged import (  # noqa: E402, F401  (ragged sequences)
     chunk_of,
     pack,
@@ -389,6 +435,8 @@ from archc.backends.torch.modules.select import (  # noqa: E402, F401  (SortedNe
 from archc.backends.torch.modules.sparse_attention import (  # noqa: E402, F401  (top-k blocks)
     _sparse_attention_gather,
     _sparse_attention_keys,
+    _super_allowed,
     block_sparse_attention,
     block_sparse_attention_step,
 )
+from archc.backends.torch.modules.upscale import DepthUpscale  # noqa: E402, F401  (SOLAR)

@@ -9,6 +9,14 @@ blocks are candidates, so nothing a query reads (selection included) depends on 
 later token: the layer is exactly causal. The selection is a discrete choice: the
 summaries get no gradient; keys learn through the attention over selected tokens.
 
+Two levels (HiP / DHSA-style hierarchical pruning, `fanout` and `super_topk` set):
+consecutive runs of `fanout` blocks form super-blocks, summarised by the mean of their
+keys. A query first scores the complete super-blocks that end before its own block,
+keeps the `super_topk` best, and only the blocks inside those super-blocks, plus the
+complete blocks of its own (partial) super-block, compete for the `topk` block slots.
+Scoring costs T / (fanout * block) + super_topk * fanout products per query instead of
+T / block; with both top-ks covering everything it is dense causal attention.
+
 Each query gathers at most (topk + 1) * block + window keys, so compute and memory grow
 as T * (topk + 1) * block instead of T^2; queries run in chunks to bound the gathered
 tensors. Every definition here uses math/torch/nn/F alone (copied into model.py).
@@ -36,6 +44,8 @@ def block_sparse_attention(
     offset: int = 0,
     path: str = "auto",
     budget: int = 1 << 22,
+    fanout: int | None = None,
+    super_topk: int | None = None,
 ) -> torch.Tensor:
     """q (B, Tq, H*hd) at positions offset..offset+Tq-1; k, v (B, N, KV*hd) at positions
     0..N-1 with N = offset + Tq -> (B, Tq, H*hd).
@@ -44,8 +54,9 @@ def block_sparse_attention(
     window keys per query); "masked" turns the same selection into a boolean (Tq, N)
     mask for SDPA (cost T * N, but dense kernels); "auto" takes "masked" while N is
     within 16 L (and 2048), where the dense kernels are faster on a CPU, else "gather".
-    Both give the same result. Queries run in chunks whose gathered keys/values (or
-    mask) hold about `budget` elements."""
+    Both give the same result. `fanout` / `super_topk` (both or neither) select in two
+    levels (super-blocks of `fanout` blocks first; see the module docstring). Queries
+    run in chunks whose gathered keys/values (or mask) hold about `budget` elements."""
     bsz, tq, d = q.shape
     n = k.shape[1]
     hd = d // heads
@@ -59,6 +70,13 @@ def block_sparse_attention(
     vp = F.pad(vh, (0, 0, 0, pad))
     kk = min(topk, nb - 1)
     summaries = kp.view(bsz, heads, nb, block, hd).mean(dim=3) if kk > 0 else None
+    supers = None
+    if fanout is not None and summaries is not None:
+        # Super-block summaries: the mean of its blocks' means (= the mean of its keys
+        # when complete, the only case in which a super-block is a candidate).
+        nsb = -(-nb // fanout)
+        padded = F.pad(summaries, (0, 0, 0, nsb * fanout - nb))
+        supers = (padded.view(bsz, heads, nsb, fanout, hd).mean(dim=3), fanout, super_topk)
     pos = torch.arange(offset, offset + tq, device=q.device)
     width = (max(kk, 0) + 1) * block + (window or 0)
     masked = path == "masked" or (path == "auto" and n <= min(16 * width, 2048))
@@ -68,7 +86,9 @@ def block_sparse_attention(
     outs = []
     for s in range(0, tq, chunk):
         e = min(tq, s + chunk)
-        idx, ok = _sparse_attention_keys(qh[:, :, s:e], summaries, pos[s:e], block, kk, window)
+        idx, ok = _sparse_attention_keys(
+            qh[:, :, s:e], summaries, pos[s:e], block, kk, window, supers
+        )
         if masked:
             # The allowed set as a mask; scatter_add so that a masked duplicate index
             # (a clamped window slot) cannot overwrite an allowed one.
@@ -88,10 +108,12 @@ def _sparse_attention_keys(
     block: int,
     kk: int,
     window: int | None,
+    supers: tuple[torch.Tensor, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The keys queries qc (B, H, C, hd) at positions `pos` (C,) may read: positions
     (B, H, C, L) and whether each is allowed. Retrieval is a discrete choice, made
-    without building an autograd graph."""
+    without building an autograd graph. `supers` (summaries (B, H, S, hd), fanout,
+    super_topk) first narrows the candidate blocks to those of the kept super-blocks."""
     bsz, heads, c, _ = qc.shape
     dev = qc.device
     own = pos // block  # (C,) each query's block
@@ -102,6 +124,8 @@ def _sparse_attention_keys(
         with torch.no_grad():
             scores = torch.einsum("bhcd,bhnd->bhcn", qc, summaries)
             past = torch.arange(summaries.shape[2], device=dev)[None, :] < own[:, None]
+            if supers is not None:
+                past = past & _super_allowed(qc, supers, own, summaries.shape[2])
             scores = scores.masked_fill(~past, float("-inf"))
             top = scores.topk(kk, dim=-1)
             sel, sel_ok = top.indices, torch.isfinite(top.values)  # (B, H, C, kk)
@@ -121,6 +145,25 @@ def _sparse_attention_keys(
         idx_parts.append(recent.clamp_min(0).expand(bsz, heads, c, window))
         ok_parts.append(ok)
     return torch.cat(idx_parts, dim=-1), torch.cat(ok_parts, dim=-1)
+
+
+def _super_allowed(
+    qc: torch.Tensor, supers: tuple[torch.Tensor, int, int], own: torch.Tensor, nb: int
+) -> torch.Tensor:
+    """(B, H, C, nb): blocks inside the `super_topk` best complete super-blocks before
+    each query's own block, or inside the query's own super-block (its complete blocks
+    are always candidates, as the own block is at the block level)."""
+    summ, fanout, ktop = supers
+    dev = qc.device
+    nsb = summ.shape[2]
+    scores = torch.einsum("bhcd,bhsd->bhcs", qc, summ)
+    # Complete: all `fanout` blocks of super-block u lie before the query's own block.
+    done = (torch.arange(nsb, device=dev)[None, :] + 1) * fanout <= own[:, None]
+    top = scores.masked_fill(~done, float("-inf")).topk(min(ktop, nsb), dim=-1)
+    kept = torch.zeros_like(scores, dtype=torch.bool)
+    kept.scatter_(-1, top.indices, torch.isfinite(top.values))
+    of_block = torch.arange(nb, device=dev) // fanout  # (nb,) each block's super-block
+    return kept[..., of_block] | (of_block[None, :] == (own // fanout)[:, None])
 
 
 def _sparse_attention_gather(
@@ -152,6 +195,8 @@ def block_sparse_attention_step(
     block: int,
     topk: int,
     window: int | None,
+    fanout: int | None = None,
+    super_topk: int | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """A chunk q, k, v (B, T, .) continuing a sequence whose earlier keys/values are
     `cache` ((B, N, KV*hd) each, or None at the start). Returns (B, T, H*hd) and the
@@ -160,5 +205,17 @@ def block_sparse_attention_step(
         k = torch.cat([cache[0], k], dim=1)
         v = torch.cat([cache[1], v], dim=1)
     offset = k.shape[1] - q.shape[1]
-    y = block_sparse_attention(q, k, v, heads, kv_heads, block, topk, window, offset)
+    y = block_sparse_attention(
+        q,
+        k,
+        v,
+        heads,
+        kv_heads,
+        block,
+        topk,
+        window,
+        offset,
+        fanout=fanout,
+        super_topk=super_topk,
+    )
     return y, (k, v)

@@ -139,6 +139,33 @@ def _jvp_blocks(step: StepFn, h_prev: Tensor, x: Tensor, block: int) -> Tensor:
     return torch.stack(cols, dim=-1)  # [..., row, col]
 
 
+def _mv(a: Tensor, v: Tensor) -> Tensor:
+    """(..., k, k) @ (..., k) -> (..., k). 2 x 2 blocks (the diagonal LSTM's (c, h)
+    pairs) multiply elementwise, which on a CPU beats a batched matmul of tiny matrices
+    and keeps the data-dependent Newton iterations out of the matmul-class FLOPs (as the
+    diagonal scan's are); larger blocks use matmul."""
+    if a.shape[-1] != 2:
+        return (a @ v.unsqueeze(-1)).squeeze(-1)
+    a00, a01, a10, a11 = a.flatten(-2).unbind(-1)
+    v0, v1 = v.unbind(-1)
+    return torch.stack([a00 * v0 + a01 * v1, a10 * v0 + a11 * v1], -1)
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """(..., k, k) @ (..., k, k) -> (..., k, k); elementwise for 2 x 2 blocks like ``_mv``."""
+    if a.shape[-1] != 2:
+        return a @ b
+    a00, a01, a10, a11 = a.flatten(-2).unbind(-1)
+    b00, b01, b10, b11 = b.flatten(-2).unbind(-1)
+    out = [
+        a00 * b00 + a01 * b10,
+        a00 * b01 + a01 * b11,
+        a10 * b00 + a11 * b10,
+        a10 * b01 + a11 * b11,
+    ]
+    return torch.stack(out, -1).unflatten(-1, (2, 2))
+
+
 def block_linear_scan(
     a: Tensor, b: Tensor, h0: Tensor | None = None, *, reverse: bool = False
 ) -> Tensor:
@@ -146,21 +173,19 @@ def block_linear_scan(
 
     a: (B, T, N, k, k), b: (B, T, N, k), h0: (B, N, k) or None -> (B, T, N, k).
     reverse=True runs t = T-1 .. 0 (``h_t = A_t @ h_{t+1} + b_t``). Hillis-Steele scan
-    on the monoid (A1, b1).(A2, b2) = (A2 A1, A2 b1 + b2): log2(T) rounds of batched
-    k x k matmuls (O(T k^3 log T) work; meant for k <= ~16). Differentiable by autograd.
+    on the monoid (A1, b1).(A2, b2) = (A2 A1, A2 b1 + b2): log2(T) rounds of
+    k x k products (``_mm``; O(T k^3 log T) work; meant for k <= ~16). Differentiable by autograd.
     """
     if reverse:
         return block_linear_scan(a.flip(1), b.flip(1), h0).flip(1)
     if h0 is not None:  # fold h0 into the first input; the scan then starts from zero
-        b = torch.cat(
-            [b[:, :1] + (a[:, 0] @ h0.unsqueeze(-1)).squeeze(-1).unsqueeze(1), b[:, 1:]], 1
-        )
+        b = torch.cat([b[:, :1] + _mv(a[:, 0], h0).unsqueeze(1), b[:, 1:]], 1)
     d = 1
     while d < a.shape[1]:
         a_lo, b_lo = a[:, :-d], b[:, :-d]  # the prefix ending d steps earlier
         a_hi, b_hi = a[:, d:], b[:, d:]
-        b = torch.cat([b[:, :d], (a_hi @ b_lo.unsqueeze(-1)).squeeze(-1) + b_hi], 1)
-        a = torch.cat([a[:, :d], a_hi @ a_lo], 1)
+        b = torch.cat([b[:, :d], _mv(a_hi, b_lo) + b_hi], 1)
+        a = torch.cat([a[:, :d], _mm(a_hi, a_lo)], 1)
         d *= 2
     return b
 
@@ -177,8 +202,7 @@ class _Structure:
     def matvec(self, j: Tensor, v: Tensor) -> Tensor:
         if not self.block:
             return j * v
-        v = v.unflatten(-1, (j.shape[-3], j.shape[-1])).unsqueeze(-1)
-        return (j @ v).squeeze(-1).flatten(-2)
+        return _mv(j, v.unflatten(-1, (j.shape[-3], j.shape[-1]))).flatten(-2)
 
     def scan(self, j: Tensor, b: Tensor, h0: Tensor | None, reverse: bool = False) -> Tensor:
         if not self.block:
