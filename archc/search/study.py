@@ -54,6 +54,7 @@ from archc.search.workers import (
     fail_stale,
     heartbeat,
     heartbeat_interval,
+    holds_slot,
 )
 
 METRICS = {
@@ -196,8 +197,10 @@ class _Search:
         while n_trials is None or done < n_trials:
             fail_stale(self.study)
             if cap_reached(self.study, self.max_trials):
-                # Stay while other workers' trials run: one that dies is re-queued here.
-                if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                # Stay while other workers' claimed trials run: one whose worker dies is
+                # re-queued and run here. (Unclaimed ones hold no slot: nothing to wait for.)
+                running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not any(holds_slot(t) for t in running):
                     return
                 time.sleep(self.poll_s)
                 continue
