@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from archc import knobs
-from archc.bench import SUITES
 from archc.diagnostics import DiagnosticError, error
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
@@ -388,17 +387,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BENCH_SUITES = {**SUITES, "all": "archc.bench.all"}  # all: every suite, one report
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    import importlib
-
-    module = importlib.import_module(BENCH_SUITES[args.suite])
-    module.main((["--quick"] if args.quick else []) + list(args.bench_args))
-    return EXIT_OK
-
-
 # -- parser -------------------------------------------------------------------------------------
 
 
@@ -551,19 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     from archc.search.cli import add_parser as add_search_parser
 
     add_search_parser(sub)
-    b = sub.add_parser(
-        "bench",
-        help="benchmarks: compiled vs hand-written, compile times",
-        description="Side-by-side benchmarks reported as ratios.",
-    )
-    b.add_argument(
-        "suite", nargs="?", default="foundation", choices=list(BENCH_SUITES), help="which"
-    )
-    b.add_argument("--quick", action="store_true", help="fewer repetitions")
-    b.add_argument(
-        "bench_args", nargs=argparse.REMAINDER, help="passed to the suite (e.g. all: --out DIR)"
-    )
-    b.set_defaults(func=cmd_bench)
+    from archc.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 

@@ -60,11 +60,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_search)
 
 
-def _storage(url: str | None, directory: Path | None) -> tuple[str, Path | None]:
+def _storage(url: str | None, directory: Path | None) -> str:
+    """`url`, or the SQLite file of a study directory."""
     if url:
-        return url, None
+        return url
     assert directory is not None
-    return f"sqlite:///{directory.resolve() / 'study.db'}", directory
+    return f"sqlite:///{directory.resolve() / 'study.db'}"
 
 
 def _study_names(storage: str) -> list[str]:
@@ -104,7 +105,7 @@ def _study_place(args: argparse.Namespace) -> tuple[str, str | None]:
     directory = Path(where)
     if not (directory / "study.db").is_file():
         raise error(f"{where}: no study here (expected {directory / 'study.db'})")
-    return _storage(None, directory)[0], args.study
+    return _storage(None, directory), args.study
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -139,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     directory = None if args.storage else Path(args.dir or f"runs/search-{spec.stem}")
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    storage, _ = _storage(args.storage, directory)
+    storage = _storage(args.storage, directory)
     if args.storage:
         _study_names(storage)  # fail early and clearly on an unreachable storage
     options = dict(

@@ -87,12 +87,6 @@ def _decided(t: FrozenTrial) -> bool:
     return t.state != TrialState.RUNNING or CLAIM in t.user_attrs or INFEASIBLE in t.user_attrs
 
 
-def slots_taken(study: optuna.Study, below: int | None = None) -> int:
-    """Slots held by trials numbered below `below` (all trials when None)."""
-    trials = study.get_trials(deepcopy=False)
-    return sum(holds_slot(t) for t in trials if below is None or t.number < below)
-
-
 def claim_slot(study: optuna.Study, trial: optuna.Trial, cap: int, wait_s: float = GRACE_S) -> bool:
     """Claim one of `cap` study-wide slots for `trial` (feasible, about to be evaluated).
 
@@ -120,4 +114,4 @@ def cap_reached(study: optuna.Study, cap: int | None) -> bool:
     if cap is None:
         return False
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return not waiting and slots_taken(study) >= cap
+    return not waiting and sum(map(holds_slot, study.get_trials(deepcopy=False))) >= cap

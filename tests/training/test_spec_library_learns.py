@@ -10,7 +10,6 @@ of learning; the tests beside it check real results.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from training_helpers import CORPUS, REPO
 
 from archc.api import load
+from archc.runtime.progress import read_metrics
 from archc.runtime.train import train
 
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
@@ -46,7 +46,7 @@ def _overrides(spec: Path) -> list[str]:
 
 
 def _losses(run: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run / "metrics.jsonl")
     return [r["loss"] for r in rows if r.get("split", "train") == "train" and "loss" in r]
 
 
